@@ -1,0 +1,307 @@
+"""Command line: ``python run_bench.py [COMMAND] [options]``.
+
+Without a command it runs the benchmark (``run``). Every user error is one line on
+stderr, no traceback (``--debug`` shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .adapter import BenchError
+
+COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper")
+
+EPILOG = """\
+examples:
+  python run_bench.py --methods all
+      every registered method on the embedded default data (quick profile on a CPU)
+  python run_bench.py --methods bicubic,edsr-bicubic --datasets Set5,Set14 --data-root DATA --suites dasr-iso
+  python run_bench.py --methods bicubic --datasets Set5=../shared/datasets/Set5 --suites bicubic --metrics psnr,ssim
+  python run_bench.py --datasets photos=lr:~/phone_pictures --metrics niqe
+  python run_bench.py check-adapter mypkg.sr:MyMethod
+  python run_bench.py timing --methods all --device cuda
+  python run_bench.py degrade --suites dasr-aniso --scales 4 --datasets Set14 --data-root DATA --out lr_sets/
+  python run_bench.py --list suites
+
+Results go to --out (default results/): results.sqlite (the store), summary.csv
+(method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
+results.tex, results.json, runtime.md. A second run computes only what is missing.
+
+other commands: check-adapter, timing, degrade, tables, paper (each has --help)
+"""
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(t) for t in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes integers like 2,3,4, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"--scales takes positive integers, got {text!r}")
+    return vals
+
+
+def _pairs(items: list[str], flag: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for it in items or []:
+        if "=" not in it:
+            raise BenchError(f"{flag} {it!r} must look like NAME=PATH")
+        name, path = it.split("=", 1)
+        out.append((name.strip(), os.path.expanduser(path.strip())))
+    return tuple(out)
+
+
+def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> None:
+    p.add_argument("--methods", default=methods_default,
+                   help="'all' or a comma list of method names (see --list methods) [%(default)s]")
+    p.add_argument("--datasets", default=None,
+                   help="comma list of NAME (standard set under --data-root), NAME=PATH (any supported layout, "
+                        "auto-detected), or NAME=lr:PATH (LR-only folder: no-reference metrics). "
+                        "Default: the embedded images shipped with scikit-image")
+    p.add_argument("--data-root", default=os.environ.get("UNPAIRED_SR_DATA"),
+                   help="folder holding standard datasets (Set5, Set14, B100, Urban100, ...) [$UNPAIRED_SR_DATA]")
+    p.add_argument("--scales", type=_scales, default=(4,), help="comma list of scale factors [4]")
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
+                   help="model size and training budget: smoke (tests, seconds), quick (CPU, about 2 min per fit), "
+                        "paper (official architecture and recipe; official checkpoints load here) [%(default)s]")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="[%(default)s]")
+    p.add_argument("--out", default="results", help="output folder (store, caches, tables) [%(default)s]")
+    p.add_argument("--seed", type=int, default=0, help="run seed for LR synthesis and training [%(default)s]")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                   help="use released weights for a method (a file, or a folder laid out like the release); "
+                        "repeatable")
+    p.add_argument("--adapter", action="append", default=[], metavar="MODULE:CLASS",
+                   help="add a method from any importable module; repeatable")
+    p.add_argument("--weights-dir", default=os.environ.get("UNPAIRED_SR_WEIGHTS"),
+                   help="folder with ImageNet/LPIPS weight files (alexnet-owt-7be5be79.pth, "
+                        "LPIPS_v0.1_alex-df73285e.pth, vgg19-dcbb9e9d.pth) [$UNPAIRED_SR_WEIGHTS]")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_bench.py",
+        description="UnpairedSR-Bench: benchmark unpaired / blind super-resolution methods under identical "
+                    "degradations and calibrated metrics.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p)
+    p.add_argument("--suites", default=None,
+                   help="degradation suites: family names (bicubic, dasr-iso, dasr-aniso, gaussian8, manet-si, aniso, "
+                        "noise, jpeg, mixed, realistic) or canonical names like 'aniso:k=5', separated by ';' "
+                        "(see --list suites). Default on the embedded data: bicubic, aniso, noise, jpeg and the "
+                        "target domain mixed")
+    p.add_argument("--suite-file", default=None, help="TOML file declaring extra suites")
+    p.add_argument("--target", default="mixed",
+                   help="target domain that per-domain methods (oracle, unpaired) are fitted to for datasets with "
+                        "given LR [%(default)s]")
+    p.add_argument("--metrics", default="psnr,ssim,lpips,niqe", help="comma list [%(default)s]")
+    p.add_argument("--protocol", choices=("paper-y", "rgb"), default="paper-y",
+                   help="PSNR/SSIM protocol: paper-y = Y of BT.601, crop = scale (RCAN/EDSR/DASR tables); "
+                        "rgb = RGB, crop = scale (FSSR/MSSR/PDM) [%(default)s]")
+    p.add_argument("--jobs", type=int, default=2, help="parallel workers for scoring [%(default)s]")
+    p.add_argument("--tile", type=int, default=None,
+                   help="upscale in tiles of this many LR pixels (automatic on out-of-memory)")
+    p.add_argument("--no-timing", action="store_true", help="skip the runtime measurement")
+    p.add_argument("--list", choices=("methods", "suites", "datasets", "metrics"), default=None,
+                   help="list what is available and exit")
+    return p
+
+
+def do_list(what: str) -> int:
+    from tabulate import tabulate
+
+    if what == "methods":
+        from .adapter import REGISTRY
+
+        rows = [(c.info.name, c.info.family, ",".join(f"x{s}" for s in c.info.scales), c.info.title)
+                for c in REGISTRY.all()]
+        print(tabulate(rows, headers=["method", "family", "scales", "title"], tablefmt="github"))
+    elif what == "suites":
+        from .degrade import list_families
+
+        print(tabulate(sorted(list_families().items()), headers=["family", "what it does"], tablefmt="github"))
+    elif what == "datasets":
+        from .data import list_datasets
+
+        print(tabulate(list_datasets(), headers="keys", tablefmt="github"))
+    else:
+        from .metrics import METRICS
+
+        print(tabulate([(m.name, "lower" if m.lower_better else "higher", "yes" if m.full_reference else "no",
+                         m.description) for m in METRICS.values()],
+                       headers=["metric", "better", "needs HR", "what"], tablefmt="github"))
+    return 0
+
+
+def spec_from_args(a: argparse.Namespace, **over):
+    from .runner import RunSpec
+
+    return RunSpec(
+        methods=_csv(a.methods), datasets=a.datasets, data_root=a.data_root, suites=getattr(a, "suites", None),
+        scales=a.scales, metrics=_csv(getattr(a, "metrics", "psnr,ssim,lpips,niqe")),
+        protocol=getattr(a, "protocol", "paper-y"), profile=a.profile, device=a.device, out=a.out,
+        jobs=getattr(a, "jobs", 2), seed=a.seed, checkpoints=_pairs(a.checkpoint, "--checkpoint"),
+        adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
+        tile=getattr(a, "tile", None), target=getattr(a, "target", "mixed"),
+        suite_file=getattr(a, "suite_file", None), **over,
+    )
+
+
+def cmd_run(argv: list[str]) -> int:
+    a = run_parser().parse_args(argv)
+    if a.list:
+        return do_list(a.list)
+    from .metrics import METRICS
+    from .runner import Runner
+    from .tables import write_all
+
+    for m in _csv(a.metrics):
+        if m not in METRICS:
+            from .adapter import unknown_name
+
+            raise BenchError(unknown_name("metric", m, METRICS))
+    spec = spec_from_args(a)
+    t0 = time.perf_counter()
+    runner = Runner(spec, log=lambda s: print(s, flush=True))
+    code = runner.run()
+    from .store import CellKey
+
+    planned = [CellKey(*r) for r in runner.planned_keys] if getattr(runner, "planned_keys", None) else None
+    paths = write_all(runner.store, spec.out, planned)
+    print(f"tables: {', '.join(str(p) for p in paths.values())}")
+    print(f"done in {time.perf_counter() - t0:.1f}s")
+    if runner.failures:
+        print(f"{len(runner.failures)} cell(s) failed:", file=sys.stderr)
+        for f in runner.failures:
+            print(f"  {f}", file=sys.stderr)
+    return code
+
+
+def cmd_check_adapter(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py check-adapter",
+                                description="Check that a method adapter meets the benchmark's interface contract: "
+                                            "output shape and range, odd sizes, batching, determinism, no test "
+                                            "images in fit(), checkpoint round-trip.")
+    p.add_argument("target", help="module:Class, or a registered method name")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="smoke")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args(argv)
+    from .conformance import check_adapter
+
+    results = check_adapter(a.target, scale=a.scale, profile=a.profile, device=a.device,
+                            progress=lambda r: print(f"{'PASS' if r.ok else 'FAIL'}  {r.name}"
+                                                     + (f": {r.detail}" if r.detail else ""), flush=True))
+    failed = [r for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_timing(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py timing",
+                                description="Full runtime measurement: LR 64x64 and 256x256, median/IQR latency, "
+                                            "MPix/s, GFLOPs, parameters, peak memory; on CUDA also the top kernels.")
+    add_common(p)
+    p.add_argument("--amp", choices=("bf16",), default=None, help="autocast precision (CUDA)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats (CUDA: at least 30)")
+    a = p.parse_args(argv)
+    from .adapter import REGISTRY
+    from .runner import Runner, method_names, resolve_device
+    from .tables import runtime_markdown
+    from .timing import time_model
+
+    spec = spec_from_args(a)
+    device = resolve_device(spec.device)
+    runner = Runner(spec, log=print)
+    runner.store.begin_run(runner.run_id, spec.to_dict(), spec.hash(), {"command": "timing"})
+    for name in method_names(spec):
+        cls = REGISTRY.get(name)
+        for scale in spec.scales:
+            if scale not in cls.info.scales:
+                continue
+            m = cls(scale, profile=spec.profile, device=device)
+            variant = f"{spec.profile}:arch" if cls.info.learned else "-"
+            if name in runner.checkpoints:
+                m.load_checkpoint(runner.checkpoints[name])
+            rows = time_model(runner.store, m, variant, device, runner.run_id, full=True, amp=a.amp,
+                              repeats=a.repeats, force=True)
+            for r in rows:
+                print(f"{name:14s} x{scale} {r['input']:12s} {r['ms_median']:9.2f} ms  {r['mpix_s']:.3f} MPix/s")
+    runner.store.end_run(runner.run_id, "done")
+    path = Path(spec.out) / "runtime.md"
+    path.write_text(runtime_markdown(runner.store))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_degrade(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py degrade",
+                                description="Export LR test sets as PNGs plus a manifest (per-image kernel, noise, "
+                                            "JPEG quality, seed), so other codebases can use exactly these sets.")
+    p.add_argument("--suites", required=True, help="suites as in the main command")
+    p.add_argument("--scales", type=_scales, default=(4,))
+    p.add_argument("--datasets", default=None)
+    p.add_argument("--data-root", default=os.environ.get("UNPAIRED_SR_DATA"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args(argv)
+    from .export import export_lr
+
+    n = export_lr(a.suites, a.scales, a.datasets, a.data_root, a.seed, Path(a.out))
+    print(f"wrote {n} LR images and manifest.json under {a.out}")
+    return 0
+
+
+def cmd_tables(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py tables", description="Re-render the tables from a results store.")
+    p.add_argument("--out", default="results")
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args(argv)
+    from .store import Store
+    from .tables import write_all
+
+    db = Path(a.out) / "results.sqlite"
+    if not db.exists():
+        raise BenchError(f"no results store at {db}; run the benchmark with --out {a.out} first")
+    for path in write_all(Store(db), a.out).values():
+        print(path)
+    return 0
+
+
+def cmd_paper(argv: list[str]) -> int:
+    from .papers.cli import main as paper_main
+
+    return paper_main(argv)
+
+
+HANDLERS = {"run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
+            "tables": cmd_tables, "paper": cmd_paper}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = "run"
+    if argv and argv[0] in COMMANDS:
+        cmd = argv.pop(0)
+    debug = "--debug" in argv
+    try:
+        return HANDLERS[cmd](argv)
+    except BenchError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept in the store; rerun the same command to resume",
+              file=sys.stderr)
+        return 130

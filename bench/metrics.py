@@ -1,0 +1,775 @@
+"""Image-quality metrics under named protocols (DESIGN.md section 4), pyiqa underneath.
+
+``create_metric(name, protocol=..., scale=...)`` returns a :class:`Metric`; its
+``spec.lower_better`` travels with it, as in pyiqa. pyiqa's own defaults (YIQ luma,
+crop 0) are wrong for paper tables, so every choice is made here explicitly:
+
+- ``paper-y``: PSNR/SSIM on Y of BT.601 YCbCr (16 + 65.481 R + 128.553 G + 24.966 B,
+  RGB in [0,1]), crop border = scale. Values equal pyiqa's ``psnr``/``ssim`` with
+  ``color_space='ycbcr'``, ``test_y_channel=True``, ``crop_border=scale``: PSNR on the
+  unrounded Y with pyiqa's 1e-8 added to the MSE on the [0,1] scale, SSIM on Y rounded to
+  8-bit levels (11x11 Gaussian window, sigma 1.5, valid region, no downsampling).
+- ``rgb``: the same on the three RGB channels (FSSR, MSSR, PDM).
+- A file stored single-channel (``gray=True``, or an HR with one channel) is scored on
+  one channel, the luma 0.299 R + 0.587 G + 0.114 B of the SR output against the HR
+  channel itself, in both protocols.
+- NIQE: Y-BT.601 rounded to 8-bit levels, crop border = scale, LIVE pristine model.
+- LPIPS: AlexNet, v0.1, RGB in [0,1], whole image (no crop); needs two weight files
+  that are verified by sha256 before use, or the metric is unavailable (``n/a``).
+
+Images: ``uint8`` H x W x 3 (or H x W / H x W x 1 for single-channel files), or float
+arrays in [0,1], which are used as given (not rounded: the caller rounds SR to 8-bit
+levels, DESIGN.md section 4).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy.ndimage import correlate1d
+from torch import nn
+
+from bench.adapter import (
+    BenchError,
+    CheckpointError,
+    load_state_dict_checked,
+    load_torch_file,
+    unknown_name,
+)
+
+PROTOCOLS = ("paper-y", "rgb")
+CHANNELS = ("y", "rgb", "luma")
+
+# pyiqa's psnr adds this to the MSE on the [0,1] scale; kept so values match it (and
+# identical images give a finite 80 dB instead of inf).
+PSNR_EPS = 1e-8
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+_SSIM_C1 = (0.01 * 255.0) ** 2
+_SSIM_C2 = (0.03 * 255.0) ** 2
+NIQE_BLOCK = 96
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+LPIPS_LIN_FILE = "LPIPS_v0.1_alex-df73285e.pth"
+# torch.hub names files "<name>-<first 8 hex of sha256>.pth" and checks only that prefix
+# (torch.hub.HASH_REGEX); pyiqa checks nothing. The linear layers are byte-identical to
+# the `lpips` package's weights/v0.1/alex.pth, whose full digest is known, so it is
+# checked in full; for AlexNet only torchvision's prefix is published.
+EXPECTED_SHA256: Mapping[str, str] = MappingProxyType(
+    {
+        ALEXNET_FILE: "7be5be79",
+        LPIPS_LIN_FILE: "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    }
+)
+_LPIPS_CHANNELS = (64, 192, 384, 256, 256)
+# AlexNet `features` indices that end each LPIPS stage (after relu1..relu5).
+_ALEX_STAGES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
+
+_NIQE_PARAMS = Path(__file__).with_name("niqe_pris_params.npz")
+
+
+class MetricUnavailable(BenchError):
+    """The metric cannot run here (missing weights); the message says what to place where."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    lower_better: bool
+    full_reference: bool
+    description: str
+
+
+METRICS: Mapping[str, MetricSpec] = MappingProxyType(
+    {
+        "psnr": MetricSpec("psnr", False, True, "PSNR (dB), pyiqa psnr under the protocol's channel and crop"),
+        "ssim": MetricSpec("ssim", False, True, "SSIM, 11x11 Gaussian sigma 1.5, 8-bit levels, no downsampling"),
+        "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image"),
+        "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale"),
+    }
+)
+
+
+# ---------------------------------------------------------------------------
+# input conversion
+# ---------------------------------------------------------------------------
+# Y-BT.601 = 16 + these weights . RGB on 0..255; luma = (299 R + 587 G + 114 B) / 1000.
+_Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+_LUMA_WEIGHTS = (299.0, 587.0, 114.0)
+
+
+def _checked(img: np.ndarray, what: str) -> np.ndarray:
+    """H x W x C (C = 1 or 3): uint8 as is (no copy), floats in [0,1] as float64 on 0..255."""
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise BenchError(f"{what}: expected an H x W x 3 (or H x W) image, got shape {arr.shape}; pass channels last")
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise BenchError(
+                f"{what}: float values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; clamp and round the SR output first"
+            )
+        return arr.astype(np.float64) * 255.0
+    raise BenchError(f"{what}: dtype {arr.dtype} is not supported; pass uint8 or float in [0, 1]")
+
+
+def _as_255(img: np.ndarray, what: str) -> np.ndarray:
+    return _checked(img, what).astype(np.float64, copy=False)
+
+
+def _weighted(arr: np.ndarray, w: tuple[float, float, float]) -> np.ndarray:
+    # One channel at a time, in place: several times faster than (N x 3) @ w here.
+    out = arr[..., 0] * w[0]
+    out += arr[..., 1] * w[1]
+    out += arr[..., 2] * w[2]
+    return out
+
+
+def _y(arr: np.ndarray) -> np.ndarray:
+    out = _weighted(arr, _Y_WEIGHTS)
+    out += 16.0
+    return out
+
+
+def _luma(arr: np.ndarray) -> np.ndarray:
+    if arr.shape[2] == 1:
+        return arr[..., 0].astype(np.float64)
+    # Integer weights, then one division: on 8-bit input every x.5 tie stays exact, so
+    # rounding for SSIM is half-to-even by definition, not by floating-point noise.
+    out = _weighted(arr, _LUMA_WEIGHTS)
+    out /= 1000.0
+    return out
+
+
+def to_y_bt601(img: np.ndarray) -> np.ndarray:
+    """Y of BT.601 YCbCr, float64 on 0..255 (unrounded), from RGB uint8 or float [0,1]."""
+    arr = _checked(img, "image")
+    if arr.shape[2] != 3:
+        raise BenchError("to_y_bt601: the image has one channel; a single-channel file is scored with channel='luma'")
+    return _y(arr)
+
+
+def to_luma(img: np.ndarray) -> np.ndarray:
+    """0.299 R + 0.587 G + 0.114 B on 0..255 (float64); a one-channel image is returned as is."""
+    return _luma(_checked(img, "image"))
+
+
+def _crop(arr: np.ndarray, crop: int) -> np.ndarray:
+    if crop < 0:
+        raise BenchError(f"crop border must be >= 0, got {crop}")
+    return arr[crop:-crop, crop:-crop] if crop else arr
+
+
+def _checked_pair(a: np.ndarray, b: np.ndarray, crop: int, channel: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both images checked and cropped (cropping first: every conversion is per pixel)."""
+    if channel not in CHANNELS:
+        raise BenchError(unknown_name("channel", channel, CHANNELS))
+    ca, cb = _checked(a, "SR image"), _checked(b, "HR image")
+    if ca.shape[:2] != cb.shape[:2]:
+        raise BenchError(
+            f"SR {ca.shape[:2]} and HR {cb.shape[:2]} differ in size; mod-crop HR to a multiple of the scale (DESIGN.md 4)"
+        )
+    if channel != "luma" and 1 in (ca.shape[2], cb.shape[2]):
+        which = "SR image" if ca.shape[2] == 1 else "HR image"
+        raise BenchError(f"{which} has one channel; score single-channel files with gray=True (channel 'luma')")
+    ca, cb = _crop(ca, crop), _crop(cb, crop)
+    if ca.shape[0] < 1 or ca.shape[1] < 1:
+        raise BenchError(f"image {a.shape[:2]} is too small for crop border {crop}")
+    return ca, cb
+
+
+def _plane(arr: np.ndarray, channel: str) -> np.ndarray:
+    """C x H x W float64 on 0..255: the planes a metric compares."""
+    if channel == "y":
+        return _y(arr)[None]
+    if channel == "luma":
+        return _luma(arr)[None]
+    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float64)
+
+
+def _pair_planes(a: np.ndarray, b: np.ndarray, crop: int, channel: str) -> tuple[np.ndarray, np.ndarray]:
+    ca, cb = _checked_pair(a, b, crop, channel)
+    return _plane(ca, channel), _plane(cb, channel)
+
+
+# ---------------------------------------------------------------------------
+# PSNR / SSIM
+# ---------------------------------------------------------------------------
+def _psnr_from_mse255(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / (mse / (255.0 * 255.0) + PSNR_EPS))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, *, crop: int, channel: str) -> float:
+    """PSNR in dB of ``a`` against ``b`` on ``channel`` ('y', 'rgb' or 'luma'), ``crop`` pixels off each edge."""
+    ca, cb = _checked_pair(a, b, crop, channel)
+    if ca.shape[2] == cb.shape[2]:
+        # Y and luma are linear in RGB: convert the difference once, not both images.
+        d = np.subtract(ca, cb, dtype=np.int16 if ca.dtype == cb.dtype == np.uint8 else np.float64)
+        if channel == "y":
+            d = _weighted(d, _Y_WEIGHTS)
+        elif channel == "luma" and d.shape[2] == 3:
+            d = _weighted(d, _LUMA_WEIGHTS) / 1000.0
+        else:
+            d = d.astype(np.float64)
+    else:  # luma of an RGB SR against a single-channel HR
+        d = _luma(ca) - _luma(cb)
+    return _psnr_from_mse255(float(np.mean(np.square(d))))
+
+
+def gaussian_window_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """The normalised 1-D Gaussian whose outer product is MATLAB's fspecial('gaussian')."""
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    # Separable: two 11-tap passes instead of one 121-tap 2-D convolution; only the
+    # 'valid' region is kept, as pyiqa's filter2(..., 'valid') does.
+    r = len(g) // 2
+    t = correlate1d(x, g, axis=0, mode="constant")[r:-r]
+    return correlate1d(t, g, axis=1, mode="constant")[:, r:-r]
+
+
+def _ssim_map_sum(x: np.ndarray, y: np.ndarray, g: np.ndarray) -> float:
+    """Sum of the SSIM map of two rounded planes over their valid region."""
+    mu1, mu2 = _filter_valid(x, g), _filter_valid(y, g)
+    # SSIM needs only sigma1^2 + sigma2^2, so x^2 + y^2 is filtered once (4 filters, not 5).
+    e_sq = _filter_valid(x * x + y * y, g)
+    e_xy = _filter_valid(x * y, g)
+    mu12 = mu1 * mu2
+    mu_sq = mu1 * mu1
+    mu_sq += mu2 * mu2
+    e_sq -= mu_sq  # sigma1^2 + sigma2^2
+    e_xy -= mu12  # sigma12
+    cs = 2.0 * e_xy
+    cs += _SSIM_C2
+    e_sq += _SSIM_C2
+    cs /= e_sq
+    np.maximum(cs, 0.0, out=cs)  # pyiqa clamps cs at 0
+    lum = 2.0 * mu12
+    lum += _SSIM_C1
+    mu_sq += _SSIM_C1
+    lum /= mu_sq
+    lum *= cs
+    return float(lum.sum())
+
+
+def _ssim_planes(pa: np.ndarray, pb: np.ndarray, threads: int | None = None) -> float:
+    """Mean SSIM of C x H x W planes; row strips run on ``threads`` threads (scipy and
+    numpy release the GIL), by default torch's thread count for this process."""
+    # pyiqa rounds the (Y or RGB) planes to 8-bit levels before SSIM, like MATLAB on uint8.
+    pa, pb = np.round(pa), np.round(pb)
+    c, h, w = pa.shape
+    if min(h, w) < SSIM_WINDOW:
+        raise BenchError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, got {h}x{w}")
+    g = gaussian_window_1d()
+    r = SSIM_WINDOW - 1
+    n_out = (h - r) * (w - r)
+    threads = max(1, threads if threads is not None else torch.get_num_threads())
+    strips = max(1, min(threads, (h - r) // 64))  # a strip re-filters r extra rows
+    edges = np.linspace(0, h - r, strips + 1).astype(int)
+    jobs = [(k, lo, hi) for k in range(c) for lo, hi in zip(edges[:-1], edges[1:])]
+
+    def one(job: tuple[int, int, int]) -> float:
+        k, lo, hi = job
+        return _ssim_map_sum(pa[k, lo : hi + r], pb[k, lo : hi + r], g)
+
+    if len(jobs) == 1 or threads == 1:
+        sums = [one(j) for j in jobs]
+    else:
+        with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+            sums = list(pool.map(one, jobs))
+    return math.fsum(sums) / (c * n_out)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, crop: int, channel: str) -> float:
+    """SSIM of ``a`` against ``b`` on ``channel``; equals pyiqa's ``ssim`` (downsample=False)."""
+    return _ssim_planes(*_pair_planes(a, b, crop, channel))
+
+
+def ssim_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM of N x C x H x W planes on 0..255 (any device), one value per image.
+
+    The batched GPU path of :func:`ssim`; the planes are rounded here as there.
+    """
+    x = torch.round(x.to(torch.float64))
+    y = torch.round(y.to(torch.float64))
+    n, c = x.shape[:2]
+    g = torch.from_numpy(gaussian_window_1d()).to(x)
+    gv, gh = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+
+    def filt(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(t, gv, groups=c), gh, groups=c)
+
+    mu1, mu2 = filt(x), filt(y)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1, s2, s12 = filt(x * x) - mu1_sq, filt(y * y) - mu2_sq, filt(x * y) - mu12
+    cs = torch.relu((2.0 * s12 + _SSIM_C2) / (s1 + s2 + _SSIM_C2))
+    smap = ((2.0 * mu12 + _SSIM_C1) / (mu1_sq + mu2_sq + _SSIM_C1)) * cs
+    return smap.reshape(n, -1).mean(dim=1)
+
+
+# ---------------------------------------------------------------------------
+# NIQE
+# ---------------------------------------------------------------------------
+def load_niqe_params(path: str | Path = _NIQE_PARAMS) -> tuple[torch.Tensor, torch.Tensor]:
+    """NIQE's pristine multivariate Gaussian (mu 36, cov 36x36), float64.
+
+    Source: Mittal, Soundararajan and Bovik, "Making a completely blind image quality
+    analyzer", IEEE Signal Processing Letters 2013 (LIVE ``modelparameters.mat``:
+    ``mu_prisparam``, ``cov_prisparam``). The file ``niqe_pris_params.npz`` is taken
+    unchanged from the BasicSR 1.4.2 source distribution on PyPI
+    (``basicsr/metrics/niqe_pris_params.npz``, Apache-2.0), whose values equal LIVE's.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BenchError(f"NIQE parameters {p} are missing; reinstall the package (it ships niqe_pris_params.npz)")
+    with np.load(p) as z:
+        mu = np.ravel(z["mu_pris_param"]).astype(np.float64)
+        cov = np.asarray(z["cov_pris_param"], dtype=np.float64)
+    if mu.shape != (36,) or cov.shape != (36, 36):
+        raise BenchError(f"NIQE parameters {p} have shapes {mu.shape}, {cov.shape}; expected (36,), (36, 36)")
+    return torch.from_numpy(mu), torch.from_numpy(cov)
+
+
+def _niqe_checked(img: np.ndarray, crop: int, what: str) -> np.ndarray:
+    arr = _crop(_checked(img, what), crop)
+    h, w = arr.shape[:2]
+    if h < NIQE_BLOCK or w < NIQE_BLOCK:
+        raise BenchError(f"{what}: NIQE needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels after cropping {crop}, got {h}x{w}")
+    return arr
+
+
+def _to_nchw(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """N x C x H x W float64 on 0..255 on ``device``; 8-bit data travels as 8-bit."""
+    t = torch.from_numpy(np.stack(arrays)).to(device)
+    return t.permute(0, 3, 1, 2).to(torch.float64)
+
+
+def _niqe_input(img: np.ndarray, crop: int, what: str) -> torch.Tensor:
+    """1 x C x h x w float64 in [0,1], cropped; 3 channels become Y inside pyiqa."""
+    return _to_nchw([_niqe_checked(img, crop, what)], torch.device("cpu")) / 255.0
+
+
+def _niqe_tensor(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    # heavy import, only when NIQE runs
+    from pyiqa.archs.niqe_arch import calculate_niqe
+
+    # crop 0 here: inputs arrive cropped. pyiqa turns 3 channels into Y-BT.601 (ycbcr),
+    # scales to 0..255 and rounds, as MATLAB's niqe does on uint8.
+    out = calculate_niqe(x, 0, True, "ycbcr", mu.to(x.device), cov.to(x.device))
+    return out.reshape(-1)
+
+
+def niqe(img: np.ndarray, *, crop: int, params: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """NIQE of an RGB (scored on Y-BT.601) or single-channel image, ``crop`` pixels off each edge."""
+    mu, cov = params if params is not None else load_niqe_params()
+    with torch.inference_mode():
+        return float(_niqe_tensor(_niqe_input(img, crop, "image"), mu, cov)[0])
+
+
+# ---------------------------------------------------------------------------
+# LPIPS weights
+# ---------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _candidates(name: str, weights_dir: str | Path | None) -> list[Path]:
+    hub = Path(torch.hub.get_dir())
+    out = []
+    if weights_dir is not None:
+        out.append(Path(weights_dir) / name)
+    out += [hub / "checkpoints" / name, hub / "pyiqa" / name]  # torchvision's and pyiqa's caches
+    if name == LPIPS_LIN_FILE:
+        try:  # the `lpips` package, when installed, ships the same bytes
+            import importlib.util
+
+            spec = importlib.util.find_spec("lpips")
+            if spec is not None and spec.origin:
+                out.append(Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth")
+        except (ImportError, ValueError):
+            pass
+    return out
+
+
+def lpips_missing_reason(missing: Sequence[str], weights_dir: str | Path | None, notes: Sequence[str] = ()) -> str:
+    where = f"{weights_dir}" if weights_dir is not None else "the folder given by --weights-dir"
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return (
+        f"LPIPS needs {ALEXNET_FILE} (torchvision's ImageNet AlexNet) and {LPIPS_LIN_FILE} (LPIPS v0.1 linear "
+        f"layers; the `lpips` PyPI package ships it as weights/v0.1/alex.pth); missing or unverified: "
+        f"{', '.join(missing)}{extra}; place them in {where} or in {hub}"
+    )
+
+
+def resolve_lpips_weights(
+    weights_dir: str | Path | None, *, verify_sha256: bool = True
+) -> tuple[Path | None, Path | None, str | None]:
+    """(alexnet path, linear-layers path, reason) from --weights-dir, the torch hub cache,
+    then the `lpips` package. A file whose sha256 does not match is skipped and named in
+    the reason. ``verify_sha256=False`` is for tests with stand-in networks only.
+    """
+    found: dict[str, Path | None] = {}
+    notes: list[str] = []
+    for name in (ALEXNET_FILE, LPIPS_LIN_FILE):
+        found[name] = None
+        for cand in _candidates(name, weights_dir):
+            if not cand.is_file():
+                continue
+            if verify_sha256:
+                digest = _sha256(cand)
+                expected = EXPECTED_SHA256[name]
+                if not digest.startswith(expected):
+                    notes.append(f"{cand} has sha256 {digest[:16]}..., expected {expected[:16]}...")
+                    continue
+            found[name] = cand
+            break
+    missing = [n for n, p in found.items() if p is None]
+    reason = lpips_missing_reason(missing, weights_dir, notes) if missing else None
+    return found[ALEXNET_FILE], found[LPIPS_LIN_FILE], reason
+
+
+def download_lpips_weights(dest_dir: str | Path | None = None) -> None:
+    """Fetch both LPIPS files (only when the caller allows network use), checking torch.hub's hash prefix."""
+    from pyiqa.archs.arch_util import get_url_from_name
+    from torchvision.models import AlexNet_Weights
+
+    dest = Path(dest_dir) if dest_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+    dest.mkdir(parents=True, exist_ok=True)
+    urls = {ALEXNET_FILE: AlexNet_Weights.IMAGENET1K_V1.url, LPIPS_LIN_FILE: get_url_from_name(LPIPS_LIN_FILE)}
+    for name, url in urls.items():
+        if not (dest / name).is_file():
+            torch.hub.download_url_to_file(url, str(dest / name), hash_prefix=EXPECTED_SHA256[name][:8], progress=False)
+
+
+# ---------------------------------------------------------------------------
+# LPIPS network
+# ---------------------------------------------------------------------------
+class _LinLayers(nn.Module):
+    """Holds lin0..lin4 under the key names of the released linear-layer file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from pyiqa.archs.lpips_arch import NetLinLayer
+
+        for k, c in enumerate(_LPIPS_CHANNELS):
+            self.add_module(f"lin{k}", NetLinLayer(c, use_dropout=True))
+
+
+class LpipsAlex(nn.Module):
+    """LPIPS v0.1 on AlexNet, built from pyiqa's layers without its download-on-construct."""
+
+    def __init__(self, alexnet_path: str | Path, lin_path: str | Path) -> None:
+        super().__init__()
+        from pyiqa.archs.lpips_arch import ScalingLayer
+        from torchvision.models import alexnet
+
+        trunk = alexnet(weights=None)
+        # LPIPS uses only `features`; the ImageNet classifier may be absent from a file.
+        load_state_dict_checked(
+            trunk,
+            load_torch_file(alexnet_path),
+            what=f"AlexNet weights {alexnet_path}",
+            allow_missing=lambda k: k.startswith("classifier."),
+        )
+        self.scaling_layer = ScalingLayer()
+        self.stages = nn.ModuleList(nn.Sequential(*trunk.features[a:b]) for a, b in _ALEX_STAGES)
+        self.lins = _LinLayers()
+        load_state_dict_checked(self.lins, load_torch_file(lin_path), what=f"LPIPS linear layers {lin_path}")
+        self.eval()  # the linear layers carry dropout
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W in [0,1] each -> N distances."""
+        from pyiqa.archs.lpips_arch import normalize_tensor
+
+        fx, fy = self.scaling_layer(2 * x - 1), self.scaling_layer(2 * y - 1)
+        total = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        for k, stage in enumerate(self.stages):
+            fx, fy = stage(fx), stage(fy)
+            d = (normalize_tensor(fx) - normalize_tensor(fy)) ** 2
+            total = total + getattr(self.lins, f"lin{k}")(d).mean(dim=(1, 2, 3))
+        return total
+
+
+def _lpips_input(img: np.ndarray, gray: bool, what: str) -> np.ndarray:
+    """3 x H x W float32 in [0,1]; single-channel files as their luma, replicated."""
+    arr = _as_255(img, what)
+    if gray or arr.shape[2] == 1:
+        arr = np.repeat(_luma(arr)[..., None], 3, axis=2)
+    return (arr / 255.0).astype(np.float32).transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------------------
+# Metric objects
+# ---------------------------------------------------------------------------
+def _channel_for(protocol: str, gray: bool) -> str:
+    if gray:
+        return "luma"
+    return "y" if protocol == "paper-y" else "rgb"
+
+
+def _is_gray(hr: np.ndarray | None, gray: bool) -> bool:
+    # An HR with one channel can only be a single-channel file.
+    return gray or (hr is not None and (np.ndim(hr) == 2 or np.shape(hr)[-1] == 1))
+
+
+def _score_full_reference(name: str, sr: np.ndarray, hr: np.ndarray, channel: str, crop: int) -> float:
+    fn = psnr if name == "psnr" else ssim
+    return fn(sr, hr, crop=crop, channel=channel)
+
+
+def _niqe_image(sr: np.ndarray, gray: bool) -> np.ndarray:
+    # A single-channel file's SR is scored on its luma rounded to 8-bit levels (as pyiqa
+    # rounds Y), half to even on exact ties, as for SSIM; RGB is scored on Y inside pyiqa.
+    return np.round(to_luma(sr)).astype(np.uint8) if gray else sr
+
+
+def _planes_torch(x: torch.Tensor, channel: str) -> torch.Tensor:
+    """Torch twin of :func:`_plane` for N x C x H x W float64 on 0..255, same operation order."""
+    if channel == "rgb":
+        return x
+    if channel == "luma" and x.shape[1] == 1:
+        return x
+    w = _Y_WEIGHTS if channel == "y" else _LUMA_WEIGHTS
+    out = x[:, 0:1] * w[0] + x[:, 1:2] * w[1]
+    out = out + x[:, 2:3] * w[2]
+    return out + 16.0 if channel == "y" else out / 1000.0
+
+
+def _score_niqe(sr: np.ndarray, gray: bool, crop: int, params: tuple[torch.Tensor, torch.Tensor]) -> float:
+    return niqe(_niqe_image(sr, gray), crop=crop, params=params)
+
+
+Pair = tuple[np.ndarray, "np.ndarray | None", bool]
+
+
+class Metric:
+    """One metric under one protocol. Call it on (SR, HR), or ``batch`` many pairs."""
+
+    def __init__(
+        self,
+        spec: MetricSpec,
+        *,
+        protocol: str,
+        scale: int,
+        device: str | torch.device,
+        crop: int,
+        unavailable_reason: str | None = None,
+        net: nn.Module | None = None,
+        niqe_params: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.protocol = protocol
+        self.scale = scale
+        self.device = torch.device(device)
+        self.crop = crop
+        self.unavailable_reason = unavailable_reason
+        self._net = net
+        self._niqe_params = niqe_params
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+    @property
+    def lower_better(self) -> bool:
+        return self.spec.lower_better
+
+    def __repr__(self) -> str:
+        state = "available" if self.available else "unavailable"
+        return f"Metric({self.spec.name!r}, protocol={self.protocol!r}, crop={self.crop}, device={self.device}, {state})"
+
+    def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None, *, gray: bool = False) -> float:
+        return self.batch([(sr, hr, gray)], jobs=1)[0]
+
+    def batch(self, pairs: Sequence[Pair], jobs: int = 1) -> list[float]:
+        """Scores in the order given; joblib over ``jobs`` CPU processes, or batches on CUDA."""
+        if not self.available:
+            raise MetricUnavailable(self.unavailable_reason)
+        pairs = self._prepare(pairs)
+        if not pairs:
+            return []
+        name = self.spec.name
+        if name == "lpips":
+            return self._lpips(pairs)
+        if self.device.type == "cuda":
+            return self._torch_batch(pairs)
+        if name == "niqe":
+            calls = [(_score_niqe, (sr, gray, self.crop, self._niqe_params)) for sr, _, gray in pairs]
+        else:
+            calls = [
+                (_score_full_reference, (name, sr, hr, _channel_for(self.protocol, gray), self.crop))
+                for sr, hr, gray in pairs
+            ]
+        return _run(calls, jobs)
+
+    def _prepare(self, pairs: Sequence[Pair]) -> list[Pair]:
+        pairs = [(sr, hr, _is_gray(hr, bool(gray))) for sr, hr, gray in pairs]
+        if self.spec.full_reference and any(hr is None for _, hr, _ in pairs):
+            raise BenchError(f"{self.spec.name} is full-reference: pass the HR image with each SR image")
+        return pairs
+
+    # -- batched torch paths ------------------------------------------------
+    @staticmethod
+    def _groups(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+        """Indices of equal keys (shapes): what can share one batch."""
+        groups: dict[Hashable, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        return groups
+
+    def _torch_batch(self, pairs: Sequence[Pair]) -> list[float]:
+        """The CUDA path: images grouped by shape, uploaded as 8-bit, converted on the device."""
+        out = [0.0] * len(pairs)
+        with torch.inference_mode():
+            if self.spec.name == "niqe":
+                mu, cov = self._niqe_params
+                imgs = [_niqe_checked(_niqe_image(sr, gray), self.crop, "SR image") for sr, _, gray in pairs]
+                for idx in self._groups([(a.shape, a.dtype) for a in imgs]).values():
+                    for chunk in _chunks(idx, 16):
+                        x = _to_nchw([imgs[i] for i in chunk], self.device) / 255.0
+                        for i, v in zip(chunk, _niqe_tensor(x, mu, cov).tolist()):
+                            out[i] = float(v)
+                return out
+            channels = [_channel_for(self.protocol, gray) for _, _, gray in pairs]
+            checked = [_checked_pair(sr, hr, self.crop, ch) for (sr, hr, _), ch in zip(pairs, channels)]
+            keys = [(a.shape, b.shape, a.dtype, b.dtype, ch) for (a, b), ch in zip(checked, channels)]
+            for idx in self._groups(keys).values():
+                ch = channels[idx[0]]
+                for chunk in _chunks(idx, 16):
+                    a = _planes_torch(_to_nchw([checked[i][0] for i in chunk], self.device), ch)
+                    b = _planes_torch(_to_nchw([checked[i][1] for i in chunk], self.device), ch)
+                    if self.spec.name == "psnr":
+                        mse = ((a - b) ** 2).reshape(len(chunk), -1).mean(dim=1)
+                        vals = [_psnr_from_mse255(float(m)) for m in mse.tolist()]
+                    else:
+                        if min(a.shape[-2:]) < SSIM_WINDOW:
+                            raise BenchError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping")
+                        vals = ssim_torch(a, b).tolist()
+                    for i, v in zip(chunk, vals):
+                        out[i] = float(v)
+        return out
+
+    def _lpips(self, pairs: Sequence[Pair]) -> list[float]:
+        xs = [_lpips_input(sr, gray, "SR image") for sr, _, gray in pairs]
+        ys = [_lpips_input(hr, gray, "HR image") for _, hr, gray in pairs]
+        for x, y in zip(xs, ys):
+            if x.shape != y.shape:
+                raise BenchError(f"SR {x.shape[1:]} and HR {y.shape[1:]} differ in size; mod-crop HR to a multiple of the scale")
+        per_batch = 8 if self.device.type == "cuda" else 1
+        out = [0.0] * len(pairs)
+        with torch.inference_mode(), _ieee_fp32(self.device):
+            for idx in self._groups([x.shape for x in xs]).values():
+                for chunk in _chunks(idx, per_batch):
+                    x = torch.from_numpy(np.stack([xs[i] for i in chunk])).to(self.device)
+                    y = torch.from_numpy(np.stack([ys[i] for i in chunk])).to(self.device)
+                    for i, v in zip(chunk, self._net(x, y).tolist()):
+                        out[i] = float(v)
+        return out
+
+
+def _ieee_fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """cuDNN may run float32 convolutions as TF32 (10-bit mantissa), which moves LPIPS in
+    the 4th digit; turned off for the call, so the GPU agrees with the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False)
+
+
+def _chunks(idx: list[int], n: int) -> list[list[int]]:
+    return [idx[k : k + n] for k in range(0, len(idx), n)]
+
+
+def _run(calls: Sequence[tuple[Callable[..., float], tuple]], jobs: int) -> list[float]:
+    if jobs == 1 or len(calls) == 1:
+        return [fn(*args) for fn, args in calls]
+    from joblib import Parallel, delayed
+
+    return list(Parallel(n_jobs=jobs)(delayed(fn)(*args) for fn, args in calls))
+
+
+def create_metric(
+    name: str,
+    *,
+    protocol: str = "paper-y",
+    scale: int = 4,
+    weights_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    allow_download: bool = False,
+    verify_sha256: bool = True,
+) -> Metric:
+    """A :class:`Metric` by name. LPIPS without its weights comes back with
+    ``available=False`` and a reason; it downloads them only if ``allow_download``.
+    ``verify_sha256=False`` is for tests with stand-in weight files only.
+    """
+    if name not in METRICS:
+        raise BenchError(unknown_name("metric", name, METRICS))
+    if protocol not in PROTOCOLS:
+        raise BenchError(unknown_name("metric protocol", protocol, PROTOCOLS))
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise BenchError(f"metric scale must be a positive integer (the crop border), got {scale!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device {device} requested for metrics but CUDA is not available; use --device cpu")
+    spec = METRICS[name]
+    common = dict(protocol=protocol, scale=scale, device=dev)
+    if name == "niqe":
+        return Metric(spec, crop=scale, niqe_params=load_niqe_params(), **common)
+    if name in ("psnr", "ssim"):
+        return Metric(spec, crop=scale, **common)
+    alex, lin, reason = resolve_lpips_weights(weights_dir, verify_sha256=verify_sha256)
+    if reason is not None and allow_download:
+        try:
+            download_lpips_weights()
+        except Exception as exc:  # offline, proxy, hash mismatch: all mean "not available"
+            reason = f"{reason}; download failed ({type(exc).__name__}: {str(exc)[:120]})"
+        else:
+            alex, lin, reason = resolve_lpips_weights(weights_dir, verify_sha256=verify_sha256)
+    if reason is not None:
+        return Metric(spec, crop=0, unavailable_reason=reason, **common)
+    try:
+        net = LpipsAlex(alex, lin).to(dev)
+    except CheckpointError as exc:
+        return Metric(spec, crop=0, unavailable_reason=str(exc), **common)
+    return Metric(spec, crop=0, net=net, **common)
+
+
+__all__ = [
+    "CHANNELS",
+    "METRICS",
+    "PROTOCOLS",
+    "Metric",
+    "MetricSpec",
+    "MetricUnavailable",
+    "create_metric",
+    "download_lpips_weights",
+    "load_niqe_params",
+    "niqe",
+    "psnr",
+    "resolve_lpips_weights",
+    "ssim",
+    "ssim_torch",
+    "to_luma",
+    "to_y_bt601",
+]

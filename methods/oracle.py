@@ -1,0 +1,24 @@
+"""The oracle upper bound: EDSR-baseline trained on pairs made with the target
+domain's TRUE degradation. It is the only method told the degradation."""
+from __future__ import annotations
+
+from bench.adapter import BenchError, MethodInfo, TrainingData, register_method
+
+from .edsr_bicubic import EDSRTrained
+
+
+@register_method
+class Oracle(EDSRTrained):
+    info = MethodInfo(
+        name="oracle",
+        title="EDSR-baseline trained with the true target degradation (upper bound)",
+        citation="Lim et al., CVPRW 2017 (network); pairs from the benchmark's own degradation suites",
+        family="baseline",
+        scales=(2, 3, 4),
+        notes=("Receives TrainingData.degradation, which no other method gets: an upper bound, not a competitor.",),
+    )
+
+    def training_suite(self, data: TrainingData):
+        if data.degradation is None:
+            raise BenchError("oracle needs the target domain's degradation; run it with a target suite")
+        return data.degradation
