@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Collection, Iterable, Mapping, Sequence
 
@@ -42,6 +42,9 @@ SKIMAGE_FILES: Mapping[str, str] = {
 }
 EMBEDDED_TEST = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "stereo_motorcycle[0]", "camera")
 EMBEDDED_REAL = ("rocket", "hubble_deep_field", "retina")
+#: The real photos are used as LR at their centre 160x160: x4 SR of the whole 1411x1411
+#: retina is 32 MPix, which alone would exceed the default run's CPU budget.
+EMBEDDED_REAL_CROP = 160
 
 
 class DataError(BenchError):
@@ -241,7 +244,9 @@ class Item:
     ``lr``: scale -> path of a provided LR file; ``gray``: None until read.
     ``hr_at``: scale -> an HR stored per scale (SelfExSR keeps one mod-cropped copy per
     scale; ``load_hr`` prefers it). ``scales``: when non-empty, the only scales this item
-    exists at (real-world sets pair each HR with one scale)."""
+    exists at (real-world sets pair each HR with one scale). ``lr_crop``: centre crop of
+    the provided LR (the embedded real photos, so the default run stays within its CPU
+    budget)."""
 
     id: str
     hr: str | None
@@ -249,6 +254,7 @@ class Item:
     gray: bool | None = None
     hr_at: Mapping[int, str] = field(default_factory=dict)
     scales: tuple[int, ...] = ()
+    lr_crop: int = 0  # > 0: provided LR is centre-cropped to at most this many pixels per side
 
     def at(self, scale: int) -> bool:
         return not self.scales or scale in self.scales
@@ -271,7 +277,7 @@ class Dataset:
         """sha256 over the layout, ids and the bytes of every file (not names or mtimes)."""
         h = hashlib.sha256(f"{self.layout}|{int(self.has_hr)}".encode())
         for it in sorted(self.items, key=lambda i: i.id):
-            h.update(f"\n{it.id}|{it.scales}|hr:{_content_hash(it.hr) if it.hr else '-'}".encode())
+            h.update(f"\n{it.id}|{it.scales}|{it.lr_crop}|hr:{_content_hash(it.hr) if it.hr else '-'}".encode())
             for s in sorted(it.hr_at):
                 h.update(f"|hr{s}:{_content_hash(it.hr_at[s])}".encode())
             for s in sorted(it.lr):
@@ -311,7 +317,13 @@ def load_lr(item: Item, scale: int) -> Picture:
             f"{item.id} has no provided LR at x{scale} (provided: {have}); "
             "use a synthetic degradation suite or another --scales"
         )
-    return read_image(item.lr[scale])
+    pic = read_image(item.lr[scale])
+    if item.lr_crop:
+        h, w = pic.pixels.shape[:2]
+        ch, cw = min(h, item.lr_crop), min(w, item.lr_crop)
+        y, x = (h - ch) // 2, (w - cw) // 2
+        pic = replace(pic, pixels=np.ascontiguousarray(pic.pixels[y:y + ch, x:x + cw]))
+    return pic
 
 
 def _is_image(p: Path) -> bool:
@@ -649,7 +661,7 @@ def _embedded(name: str, names: Sequence[str], has_hr: bool, scales: Sequence[in
                 "names or pass --datasets explicitly"
             )
         ref = SKIMAGE_PREFIX + n
-        items.append(Item(n, ref) if has_hr else Item(n, None, lr={s: ref for s in scales}))
+        items.append(Item(n, ref) if has_hr else Item(n, None, lr={s: ref for s in scales}, lr_crop=EMBEDDED_REAL_CROP))
     layout = "folder" if has_hr else "lr-only"
     return Dataset(name, layout, "skimage.data", tuple(items), has_hr, str(specs_dir() / "embedded.toml"))
 

@@ -3,9 +3,9 @@ GitHub-flavoured Markdown with relative links (it renders on GitHub as it is).""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from tabulate import tabulate
 
@@ -91,9 +91,9 @@ def write_report(out: str | Path, *, command: str, sections: Sequence[TableSecti
     out = Path(out)
     lines = ["# UnpairedSR-Bench — paper tables", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `{command}`.", "",
-             "Each table is laid out as the paper prints it. Per row: **paper** = the value as printed (or quoted, "
-             "with its status), **ours** = this run, **Δ** = ours − paper. Rows the harness does not contain show "
-             "the reported values only; rows the paper did not print are computed baselines.", ""]
+             ("Each table is laid out as the paper prints it. Per row: **paper** = the value as printed (or quoted, "
+              "with its status), **ours** = this run, **Δ** = ours − paper. Rows the harness does not contain show "
+              "the reported values only; rows the paper did not print are computed baselines."), ""]
     files = [p for p in extra_files if Path(p).exists()]
     if files:
         lines += ["Files: " + " · ".join(f"[{Path(p).name}]({_rel(p, out)})" for p in files), ""]

@@ -361,7 +361,8 @@ class PDM(Method):
             else:
                 self.net_sr = RRDBNet(3, 3, a["n_feats"], a["n_blocks"], a["grow"], scale=scale)
             self.net_deg = DegModel(scale, kspec, nspec)
-            self.net_d1 = PatchGANDiscriminator(3, a["d_nf"], a["d_nb"], stride=1)
+            # D1 strides: 1 in psnr/2020Track1.yml (joint EDSR run), 2 in deg/2020Track1.yml (RRDB recipe)
+            self.net_d1 = PatchGANDiscriminator(3, a["d_nf"], a["d_nb"], stride=1 if sr == "edsr" else 2)
             self.net_d2 = PatchGANDiscriminator(3, a["d_nf"], a["d_nb"], stride=1) if sr == "rrdb" else None
         for m in (self.net_sr, self.net_deg, self.net_d1, self.net_d2):
             if m is not None:

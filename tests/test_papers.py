@@ -130,7 +130,8 @@ def t2_run(tmp_path_factory):
 
 
 def test_dasr_wang_t2_bicubic_row(t2_run):
-    rows = list(csv.DictReader(open(t2_run / "tables" / "dasr-wang_T2.csv", encoding="utf-8")))
+    with open(t2_run / "tables" / "dasr-wang_T2.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     bic = {(r["dataset"], r["setting"]): r for r in rows if r["row"] == "bicubic" and r["metric"] == "psnr"}
     for ds in ("Set5", "Set14"):
         r0 = bic[(ds, "sigma=0")]
@@ -156,7 +157,9 @@ def test_report_links_exist_and_reported_values_are_the_csvs(t2_run):
     csv_cells = _csv_cells(requires_shared("reference", "paper_numbers.csv"))
     n = 0
     for path in (t2_run / "tables").glob("*.csv"):
-        for r in csv.DictReader(open(path, encoding="utf-8")):
+        with open(path, encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for r in rows:
             if r["reported"] in ("", "not transcribed"):
                 continue
             key = (r["csv_method"], r["table"], int(r["scale"]), r["dataset"], r["csv_protocol"], r["csv_noise"],

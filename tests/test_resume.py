@@ -3,6 +3,7 @@ rerun each time, and end with the same summary.csv as an uninterrupted run."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ def _dataset(root: Path) -> Path:
     return d
 
 
-def _run(data: Path, out: Path, kill: str | None) -> subprocess.CompletedProcess:
+def _run(data: Path, out: Path, kill: str | None) -> tuple[int, str, str]:
     env = dict(os.environ, UNPAIRED_SR_BENCH_NO_PROGRESS="1")
     env.pop("UNPAIRED_SR_BENCH_KILL_AT", None)
     if kill:
@@ -33,20 +34,33 @@ def _run(data: Path, out: Path, kill: str | None) -> subprocess.CompletedProcess
     cmd = [sys.executable, "run_bench.py", "--methods", "bicubic,edsr-bicubic,oracle", "--profile", "smoke",
            "--datasets", f"tiny={data}", "--suites", "bicubic;noise:sigma=5", "--metrics", "psnr,ssim",
            "--no-timing", "--device", "cpu", "--out", str(out)]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    # Output to files, not pipes, and a session of its own: after a SIGKILL the orphaned
+    # scoring workers would keep a pipe open; their whole group is killed here instead.
+    log_out, log_err = out.parent / f"{out.name}.out", out.parent / f"{out.name}.err"
+    with open(log_out, "w") as fo, open(log_err, "w") as fe:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe, start_new_session=True)
+        try:
+            code = proc.wait(timeout=600)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return code, log_out.read_text(), log_err.read_text()
 
 
 @pytest.mark.slow
 def test_sigkill_at_seeded_moments_then_resume(tmp_path):
     data = _dataset(tmp_path)
-    ref = _run(data, tmp_path / "ref", None)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    code, _, err = _run(data, tmp_path / "ref", None)
+    assert code == 0, err[-2000:]
     out = tmp_path / "killed"
-    for kill in ["fit-step:2", "lr-write:3", "cell-write:1", "cell-write:3"]:
-        r = _run(data, out, kill)
-        assert r.returncode == -9, f"{kill}: expected SIGKILL, got {r.returncode}\n{r.stderr[-1500:]}"
-    final = _run(data, out, None)
-    assert final.returncode == 0, final.stderr[-2000:]
-    assert (out / "summary.csv").read_text() == (ref / "summary.csv").read_text()
-    again = _run(data, out, None)  # nothing left to do
-    assert "0 to compute" in again.stdout
+    # order matters: each kill must find its event still ahead (LR is cached once written)
+    for kill in ["lr-write:3", "fit-step:2", "cell-write:1", "cell-write:3"]:
+        code, _, err = _run(data, out, kill)
+        assert code == -9, f"{kill}: expected SIGKILL, got {code}\n{err[-1500:]}"
+    code, _, err = _run(data, out, None)
+    assert code == 0, err[-2000:]
+    assert (out / "summary.csv").read_text() == (tmp_path / "ref" / "summary.csv").read_text()
+    _, stdout, _ = _run(data, out, None)  # nothing left to do
+    assert "0 to compute" in stdout

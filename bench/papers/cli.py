@@ -11,6 +11,7 @@ import csv
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from bench.adapter import REGISTRY, BenchError
@@ -211,7 +212,9 @@ def _figures(plan: TablePlan, run, store, summary, opts: Options) -> list:
     dsmap = {}
     for d in plan.datasets:
         if d.kind:
-            (ds,) = resolve_datasets(d.entry, opts.data_root, d.scales)
+            with warnings.catch_warnings():  # already said by the run
+                warnings.simplefilter("ignore")
+                (ds,) = resolve_datasets(d.entry, opts.data_root, d.scales)
             dsmap[d.store_name] = ds
     order = [rp.row.method for rp in plan.rows if rp.runs]
     figs = crop_figures(opts.out, run.cells, store, dsmap, order, group=spec.file_stem)

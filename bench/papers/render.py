@@ -10,8 +10,8 @@ the text the spec holds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import pandas as pd
 from tabulate import tabulate
@@ -74,8 +74,8 @@ def _model_text(variants: Sequence[dict]) -> tuple[str, str]:
         return "ours", ""
     if v["source"] == "checkpoint":
         return (f"ours (checkpoint {v['sha256'][:8]}…)",
-                f"`{v['method']}` x{v['scale']}: official checkpoint, sha256 {v['sha256']} (profile {v['profile']}, "
-                f"variant {v['variant']}).")
+                (f"`{v['method']}` x{v['scale']}: official checkpoint, sha256 {v['sha256']} "
+                 f"(profile {v['profile']}, variant {v['variant']})."))
     parts = []
     for x in variants:
         doms = f", target domain `{x['domain']}`" if x.get("domain") else ""
@@ -139,10 +139,14 @@ def render(plan: TablePlan, run: TableRun | None, summary: pd.DataFrame, variant
         header = ["Method", ""]
         for ds, c in cols:
             st = status_of.get(ds)
-            mark = ""
+            ref = spec.dataset(ds)
+            marks = []
             if st is not None and (not st.kind or block.scale not in st.scales):
                 why = st.missing or f"no images at x{block.scale}"
-                mark = Notes.sup([notes.mark(f"{ds}: not available in this run ({why}).")])
+                marks.append(notes.mark(f"{ds}: not available in this run ({why})."))
+            if ref.note and not any(ref.note in notes.texts[m - 1] for m in marks):
+                marks.append(notes.mark(f"{ds}: {ref.note}"))
+            mark = Notes.sup(marks)
             single = len([1 for d2, _ in cols if d2 == ds]) == 1 and len(block.columns) == 1
             h = ds + mark + ("" if single else f"<br>{c.label}")
             if differ:

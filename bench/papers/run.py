@@ -8,8 +8,9 @@ architecture the released files fit; the others use ``--profile``.
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from bench.adapter import REGISTRY, BenchError
 from bench.store import CellKey
@@ -103,7 +104,9 @@ def resolve_dataset(spec: TableSpec, ref: DatasetRef, opts: Options, scales: Seq
                             f"set; pass --data-root DIR or --datasets {ref.name}=PATH",
                             short="looked up under --data-root, which is not set")
     try:
-        (ds,) = resolve_datasets(entry, opts.data_root, tuple(scales))
+        with warnings.catch_warnings():  # the runner warns (once) when it reads the set for real
+            warnings.simplefilter("ignore")
+            (ds,) = resolve_datasets(entry, opts.data_root, tuple(scales))
     except BenchError as exc:
         short = f"not found under --data-root {opts.data_root}" if "not found under" in str(exc) else str(exc)
         return DatasetState(ref, entry, store_name, "", str(exc), short=short)
