@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .adapter import BenchError
 
-COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper")
+COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity")
 
 EPILOG = """\
 examples:
@@ -31,7 +31,7 @@ Results go to --out (default results/): results.sqlite (the store), summary.csv
 (method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
 results.tex, results.json, runtime.md. A second run computes only what is missing.
 
-other commands: check-adapter, timing, degrade, tables, paper (each has --help)
+other commands: check-adapter, timing, degrade, tables, paper, fidelity (each has --help)
 """
 
 
@@ -284,7 +284,13 @@ def cmd_paper(argv: list[str]) -> int:
     return paper_main(argv)
 
 
-HANDLERS = {"run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
+def cmd_fidelity(argv: list[str]) -> int:
+    from .fidelity import main as fidelity_main
+
+    return fidelity_main(argv)
+
+
+HANDLERS = {"fidelity": cmd_fidelity, "run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
             "tables": cmd_tables, "paper": cmd_paper}
 
 

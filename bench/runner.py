@@ -187,6 +187,7 @@ class Runner:
         self._models: dict[tuple[str, int, str], Model] = {}
         self._variants: dict[tuple[str, int, str], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
+        self._pools: dict[tuple, TrainingData] = {}
 
     def suite(self, name: str):
         from .degrade import get_suite
@@ -195,15 +196,20 @@ class Runner:
 
     # -- model acquisition ----------------------------------------------
     def training_data(self, cls, scale: int, domain: str, test_ids: frozenset[str]) -> TrainingData:
+        """The pools a method learns from; built once per kind of need and reused (the
+        procedural pools take seconds to draw, and every fingerprint needs them)."""
         from .data import make_training_data
 
         n_src, n_tgt, size = POOLS[self.spec.profile]
         per_domain = cls.info.fit_per == "domain"
-        return make_training_data(
-            scale, suite=self.suite(domain) if per_domain else None, seed=self.spec.seed,
-            n_source=n_src, n_target=n_tgt if cls.info.needs_target_lr else 0, size=size, test_ids=test_ids,
-            with_degradation=cls.info.name == "oracle",
-        )
+        key = (scale, domain if per_domain else "", cls.info.needs_target_lr, cls.info.name == "oracle")
+        if key not in self._pools:
+            self._pools[key] = make_training_data(
+                scale, suite=self.suite(domain) if per_domain else None, seed=self.spec.seed,
+                n_source=n_src, n_target=n_tgt if cls.info.needs_target_lr else 0, size=size, test_ids=test_ids,
+                with_degradation=cls.info.name == "oracle",
+            )
+        return self._pools[key]
 
     def variant_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str]) -> tuple[str, dict]:
         """The model's fingerprint, computed without training or loading it."""

@@ -26,7 +26,7 @@ class EDSRTrained(Method):
 
     budgets = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=16),
-        "quick": Budget(iterations=1200, batch_size=16, patch_size=24, seconds=150, lr=5e-4),
+        "quick": Budget(iterations=250, batch_size=16, patch_size=24, lr=5e-4),
         "paper": Budget(iterations=300_000, batch_size=16, patch_size=48, lr=1e-4),
     }
     #: noisy suites: how many LR versions (noise draws) of each source image to make
