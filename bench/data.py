@@ -647,6 +647,18 @@ def standard_names() -> list[str]:
     return ["embedded", "embedded-real"] + [n for sp in load_specs() for n in (sp.name, *sp.aliases)]
 
 
+def list_datasets() -> list[dict[str, str]]:
+    """One row per standard dataset (for ``--list datasets``)."""
+    rows = [{"dataset": "embedded", "aliases": "", "layout": "skimage.data", "images": str(len(EMBEDDED_TEST)),
+             "source": "scikit-image sample images (default, full-reference)"},
+            {"dataset": "embedded-real", "aliases": "", "layout": "lr-only", "images": str(len(EMBEDDED_REAL)),
+             "source": "scikit-image JPEG photographs (default, no-reference)"}]
+    for sp in load_specs():
+        rows.append({"dataset": sp.name, "aliases": ", ".join(sp.aliases), "layout": " | ".join(sp.layouts),
+                     "images": str(sp.expected_count), "source": sp.source})
+    return rows
+
+
 def _embedded(name: str, names: Sequence[str], has_hr: bool, scales: Sequence[int] = ()) -> Dataset:
     spec = embedded_spec()
     sums = {img["skimage"]: img["sha256"] for img in spec["images"]}
