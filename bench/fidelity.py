@@ -605,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = RunSpec(methods=tuple(scored) or ("bicubic",), profile=a.profile, device=a.device, out=a.out, seed=a.seed,
                    scales=scales, timing=False)
     runner = Runner(spec, log=lambda s: print(s, flush=True))
-    runner._test_ids = test_ids  # Runner.run sets this; _fit_cached asserts training never overlaps it
+    runner.test_ids = test_ids  # _fit_cached asserts training never overlaps it
     ensure_table(runner.store)
     keep, failures = [], []
     for scale in scales:

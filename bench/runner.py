@@ -188,6 +188,8 @@ class Runner:
         self._variants: dict[tuple[str, int, str], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
         self._pools: dict[tuple, TrainingData] = {}
+        #: ids of every test image in play; no training pool may contain one
+        self.test_ids: frozenset[str] = frozenset()
 
     def suite(self, name: str):
         from .degrade import get_suite
@@ -261,7 +263,9 @@ class Runner:
         ckpt = folder / "model"
         report_path = folder / "fit.json"
         data: TrainingData = meta["data"]
-        assert not (data.ids & self._test_ids), "training data overlaps the test images"
+        leaked = data.ids & self.test_ids
+        if leaked:  # make_training_data already refuses this; the runner checks again before any fit
+            raise BenchError(f"training data for {model.method.info.name} contains test images {sorted(leaked)[:3]}")
         if report_path.exists():
             model.method.load_checkpoint(ckpt)
             rep = json.loads(report_path.read_text())
@@ -350,7 +354,7 @@ class Runner:
         spec = self.spec
         names = method_names(spec)
         datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
-        self._test_ids = frozenset(i.id for ds in datasets for i in ds.items)
+        self.test_ids = frozenset(i.id for ds in datasets for i in ds.items)
         cells = plan_cells(spec, names, datasets, spec.scales)
         prov = provenance(spec, self.device)
         prov["datasets"] = {ds.name: {"layout": ds.layout, "root": ds.root, "n_images": len(ds.items),
@@ -366,7 +370,7 @@ class Runner:
         self.planned_keys: list[tuple] = []
         for c in cells:
             try:
-                variant, _ = self.variant_for(c.method, c.scale, c.domain, self._test_ids)
+                variant, _ = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
             except BenchError as exc:
                 self._fail(c, "?", str(exc))
                 continue
@@ -400,7 +404,7 @@ class Runner:
     def _run_cell(self, c: Cell, key: CellKey, missing: list[str], ds, metrics) -> None:
         t0 = time.perf_counter()
         try:
-            model = self.model_for(c.method, c.scale, c.domain, self._test_ids)
+            model = self.model_for(c.method, c.scale, c.domain, self.test_ids)
             srs, refs = [], []
             items = ds.items_at(c.scale)
             if not items:

@@ -471,7 +471,7 @@ class CDSRMethod(Method):
 
     budgets = {
         "smoke": Budget(iterations=3, batch_size=2, patch_size=16, lr=1e-4),
-        "quick": Budget(iterations=100, batch_size=8, patch_size=24, lr=2e-4),
+        "quick": Budget(iterations=270, batch_size=8, patch_size=24, lr=2e-4),
         "paper": Budget(iterations=500_000, batch_size=32, patch_size=48, lr=1e-4),
     }
     c_weight = 1.0       # contrastive weight (--c_weight)

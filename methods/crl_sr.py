@@ -246,7 +246,7 @@ class CRLSR(Method):
 
     budgets = {
         "smoke": Budget(iterations=3, batch_size=2, patch_size=16, lr=1e-4),
-        "quick": Budget(iterations=100, batch_size=8, patch_size=24, lr=2e-4),
+        "quick": Budget(iterations=380, batch_size=8, patch_size=24, lr=2e-4),
         "paper": Budget(iterations=500_000, batch_size=32, patch_size=48, lr=1e-4),  # [inferred]
     }
     w_bi = 0.1          # [inferred]

@@ -388,7 +388,7 @@ class DASRWang(Method):
     )
     budgets: ClassVar[dict[str, Budget]] = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=16, lr=1e-4),
-        "quick": Budget(iterations=130, batch_size=8, patch_size=24, lr=1e-4),
+        "quick": Budget(iterations=700, batch_size=8, patch_size=24, lr=1e-4),
         # official: 100 encoder + 500 joint epochs of 1000 iterations, batch 32, LR patch 48
         "paper": Budget(iterations=600_000, batch_size=32, patch_size=48, lr=1e-4),
     }

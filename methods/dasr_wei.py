@@ -239,7 +239,7 @@ class DASRWei(Method):
     )
     budgets = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=8),
-        "quick": Budget(iterations=150, batch_size=4, patch_size=16, lr=1e-4),
+        "quick": Budget(iterations=1500, batch_size=4, patch_size=16, lr=1e-4),
         "paper": Budget(iterations=482500, batch_size=6, patch_size=32, lr=1e-4),
     }
     LOSS_OWNERS = {"dsn/col": "dsn", "dsn/tex": "dsn", "dsn/per": "dsn", "dsn/d": "dsn_d",

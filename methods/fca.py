@@ -242,7 +242,7 @@ class FCA(Method):
     )
     budgets = {
         "smoke": Budget(iterations=6, batch_size=2, patch_size=8),
-        "quick": Budget(iterations=100, batch_size=4, patch_size=16, lr=1e-4),
+        "quick": Budget(iterations=1150, batch_size=4, patch_size=16, lr=1e-4),
         "paper": Budget(iterations=120000, batch_size=16, patch_size=32, lr=1e-4),
     }
     LOSS_OWNERS = {"fdc/pos": "fdc", "fdc/zero": "fdc", "fdc/neg": "fdc",

@@ -518,7 +518,7 @@ class FSSR(Method):
     )
     budgets = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=8),
-        "quick": Budget(iterations=300, batch_size=4, patch_size=16, lr=1e-4),
+        "quick": Budget(iterations=1300, batch_size=4, patch_size=16, lr=1e-4),
         "paper": Budget(iterations=115800, batch_size=16, patch_size=32, lr=1e-4),
     }
     #: which module each loss term must send gradient to (for tests and the report)

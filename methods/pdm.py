@@ -323,7 +323,7 @@ class PDM(Method):
         "smoke": Budget(iterations=4, batch_size=2, patch_size=8),
         # measured 0.34 s/it (edsr) and 0.55 s/it (rrdb) on one thread of a CPU shared at load ~6.5,
         # i.e. about 1/3 of that alone; the wall-clock cap bounds it either way
-        "quick": Budget(iterations=600, batch_size=8, patch_size=16, lr=2e-4),
+        "quick": Budget(iterations=1250, batch_size=8, patch_size=16, lr=2e-4),
         "paper": Budget(iterations=200_000, batch_size=32, patch_size=32, lr=2e-4),
     }
 

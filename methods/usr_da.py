@@ -310,7 +310,7 @@ class USRDA(Method):
 
     budgets = {
         "smoke": Budget(iterations=2, batch_size=2, patch_size=32, lr=1e-4),
-        "quick": Budget(iterations=40, batch_size=2, patch_size=32, lr=1e-4),
+        "quick": Budget(iterations=120, batch_size=2, patch_size=32, lr=1e-4),
         "paper": Budget(iterations=500_000, batch_size=8, patch_size=128, lr=1e-4),
     }
 
