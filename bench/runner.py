@@ -37,6 +37,8 @@ from .train import TRAIN_CODE_VERSION
 DEFAULT_SUITES = ("bicubic", "aniso", "noise", "jpeg", "mixed")
 DEFAULT_TARGET = "mixed"
 GIVEN = "given"  # the dataset's own LR images (real-world and LR-only sets)
+#: layouts scored on their own LR files (real captures, or kernels we cannot resynthesise)
+GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 
 #: training pool per profile: (source HR images, target LR images, HR side)
 POOLS = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
@@ -164,7 +166,7 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
                 continue
             per_domain = info.fit_per == "domain"
             for ds in datasets:
-                if not ds.has_hr or ds.layout in ("realsr-v3", "drealsr", "ntire2020", "div2krk"):
+                if not ds.has_hr or ds.layout in GIVEN_LAYOUTS:
                     cells.append(Cell(name, ds.name, GIVEN, scale, target if per_domain else ""))
                     continue
                 suites = explicit or ([target] if per_domain else default)

@@ -83,20 +83,27 @@ def _footnotes(views: Views) -> list[str]:
     return notes
 
 
-def grids(views: Views) -> list[tuple[str, str, int, str, pd.DataFrame]]:
-    """(dataset, protocol, scale, metric, methods x suites frame of means)."""
+#: a cell the run did not plan (e.g. a per-domain method on a suite that is not its domain)
+NOT_RUN = "–"
+
+
+def grids(views: Views) -> list[tuple[str, str, int, str, pd.DataFrame, pd.DataFrame]]:
+    """(dataset, protocol, scale, metric, methods x suites means, methods x suites ran?)."""
     s = views.summary
     out = []
     if s.empty:
         return out
     for (ds, proto, scale, metric), part in s.groupby(["dataset", "protocol", "scale", "metric"], sort=False):
         frame = part.pivot_table(index="method", columns="suite", values="value", aggfunc="first", dropna=False)
-        out.append((ds, proto, int(scale), metric, frame))
+        ran = part.pivot_table(index="method", columns="suite", values="n_images", aggfunc="size",
+                               fill_value=0).reindex_like(frame).fillna(0) > 0
+        out.append((ds, proto, int(scale), metric, frame, ran))
     return out
 
 
-def _bold_best(frame: pd.DataFrame, metric: str, wrap) -> pd.DataFrame:
+def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap) -> pd.DataFrame:
     text = frame.apply(lambda col: col.map(lambda v: _fmt(metric, v))).astype(object)
+    text = text.where(ran, NOT_RUN)
     for col in frame.columns:
         comp = frame[col].drop([m for m in NOT_COMPETING if m in frame.index]).dropna()
         if len(comp) > 1:
@@ -107,15 +114,20 @@ def _bold_best(frame: pd.DataFrame, metric: str, wrap) -> pd.DataFrame:
 
 def markdown(views: Views, title: str = "Results") -> str:
     lines = [f"# {title}", ""]
-    for ds, proto, scale, metric, frame in grids(views):
+    any_not_run = False
+    for ds, proto, scale, metric, frame, ran in grids(views):
         arrow = "↓" if metric in LOWER_BETTER else "↑"
         lines.append(f"### {ds} x{scale} — {METRIC_LABEL.get(metric, metric)} {arrow} ({proto})")
         lines.append("")
-        text = _bold_best(frame, metric, lambda s: f"**{s}**")
+        text = _bold_best(frame, ran, metric, lambda s: f"**{s}**")
+        any_not_run |= not bool(ran.values.all())
         lines.append(tabulate(text.reset_index().values.tolist(), headers=["method", *map(str, text.columns)],
                               tablefmt="github", disable_numparse=True))
         lines.append("")
     notes = _footnotes(views)
+    if any_not_run:
+        notes.append(f"{NOT_RUN} = not run: methods fitted per target domain (oracle, unpaired) run on their "
+                     "target domain only.")
     if notes:
         lines += ["Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)] + [""]
     return "\n".join(lines)
@@ -123,9 +135,9 @@ def markdown(views: Views, title: str = "Results") -> str:
 
 def latex(views: Views) -> str:
     parts = []
-    for ds, proto, scale, metric, frame in grids(views):
+    for ds, proto, scale, metric, frame, ran in grids(views):
         arrow = r"$\downarrow$" if metric in LOWER_BETTER else r"$\uparrow$"
-        text = _bold_best(frame, metric, lambda s: rf"\textbf{{{s}}}")
+        text = _bold_best(frame, ran, metric, lambda s: rf"\textbf{{{s}}}").replace(NOT_RUN, "--")
         cols = "l" + "c" * len(text.columns)
         esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
         rows = [" & ".join([esc(m), *map(str, r)]) + r" \\" for m, r in zip(text.index, text.values.tolist())]

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bench.adapter import REGISTRY, BenchError
+from bench.runner import GIVEN_LAYOUTS
 from bench.store import CellKey
 
 from .spec import GIVEN, DatasetRef, Row, TableSpec
 
 #: layouts whose LR is the dataset's own (bench.runner.plan_cells scores them on it)
-GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 CHECKPOINT_PROFILE = "paper"
 
 
