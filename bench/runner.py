@@ -362,11 +362,12 @@ class Runner:
         prov["datasets"] = {ds.name: {"layout": ds.layout, "root": ds.root, "n_images": len(ds.items),
                                       "manifest": ds.manifest_hash()} for ds in datasets}
         self.store.begin_run(self.run_id, spec.to_dict(), spec.hash(), prov)
-        metrics = {}
+        # one metric object per scale: the crop border is the scale (DESIGN.md 4)
+        metrics = {(m, s): create_metric(m, protocol=spec.protocol, scale=s, weights_dir=spec.weights_dir,
+                                         device=self.device) for m in spec.metrics for s in spec.scales}
         for m in spec.metrics:
-            metrics[m] = create_metric(m, protocol=spec.protocol, scale=spec.scales[0], weights_dir=spec.weights_dir,
-                                       device=self.device)
-            self.store.put_metric_note(m, metrics[m].available, metrics[m].unavailable_reason)
+            first = metrics[(m, spec.scales[0])]
+            self.store.put_metric_note(m, first.available, first.unavailable_reason)
         by_name = {ds.name: ds for ds in datasets}
         todo = []
         self.planned_keys: list[tuple] = []
@@ -377,7 +378,7 @@ class Runner:
                 self._fail(c, "?", str(exc))
                 continue
             ds = by_name[c.dataset]
-            wanted = [m for m in spec.metrics if ds.has_hr or not metrics[m].spec.full_reference]
+            wanted = [m for m in spec.metrics if ds.has_hr or not metrics[(m, c.scale)].spec.full_reference]
             key = CellKey(variant, c.dataset, c.suite, c.scale, spec.protocol)
             self.planned_keys.append(tuple(vars(key).values()))
             missing = [m for m in wanted if m not in self.store.done_metrics(key)]
@@ -419,7 +420,7 @@ class Runner:
                 if self.spec.save_sr:
                     self._save_sr(key, item.id, sr)
                 refs.append(hr)
-            values = score_cell(srs, refs, missing, metrics, self.spec.jobs)
+            values = score_cell(srs, refs, missing, {m: metrics[(m, c.scale)] for m in missing}, self.spec.jobs)
         except BenchError as exc:
             self._fail(c, key.variant, str(exc))
             return

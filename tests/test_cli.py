@@ -56,3 +56,19 @@ def test_bicubic_set5_summary_matches_published(tmp_path):
     assert abs(float(rows["ssim"]["value"]) - 0.8104) <= 0.001
     assert rows["psnr"]["variant"] == "-" and rows["psnr"]["n_images"] == "5"
     assert rows["psnr"]["suite"] == "bicubic" and rows["psnr"]["protocol"] == "paper-y"
+
+
+def test_each_scale_is_cropped_by_its_own_scale(tmp_path):
+    """--scales 2,4 in one run: x2 and x4 match the published bicubic rows (crop = scale each)."""
+    set5 = requires_shared("datasets", "Set5")
+    r = run("--methods", "bicubic", "--datasets", f"Set5={set5}", "--suites", "bicubic", "--scales", "2,4",
+            "--metrics", "psnr", "--out", str(tmp_path), "--no-timing")
+    assert r.returncode == 0, r.stderr[-2000:]
+    psnr = {row["scale"]: float(row["value"]) for row in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert abs(psnr["2"] - 33.66) <= 0.03 and abs(psnr["4"] - 28.42) <= 0.03, psnr
+    # x4 alone must give exactly the same value (a crop of 2 at x4 reads 28.4248 instead of 28.4314)
+    alone = run("--methods", "bicubic", "--datasets", f"Set5={set5}", "--suites", "bicubic", "--scales", "4",
+                "--metrics", "psnr", "--out", str(tmp_path / "x4"), "--no-timing")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    (row,) = list(csv.DictReader(open(tmp_path / "x4" / "summary.csv")))
+    assert float(row["value"]) == psnr["4"]
