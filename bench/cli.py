@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .adapter import BenchError
 
-COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity")
+COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves")
 
 EPILOG = """\
 examples:
@@ -31,7 +31,7 @@ Results go to --out (default results/): results.sqlite (the store), summary.csv
 (method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
 results.tex, results.json, runtime.md. A second run computes only what is missing.
 
-other commands: check-adapter, timing, degrade, tables, paper, fidelity (each has --help)
+other commands: check-adapter, timing, degrade, tables, paper, fidelity, curves (each has --help)
 """
 
 
@@ -290,7 +290,13 @@ def cmd_fidelity(argv: list[str]) -> int:
     return fidelity_main(argv)
 
 
-HANDLERS = {"fidelity": cmd_fidelity, "run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
+def cmd_curves(argv: list[str]) -> int:
+    from .curves import main as curves_main
+
+    return curves_main(argv)
+
+
+HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
             "tables": cmd_tables, "paper": cmd_paper}
 
 

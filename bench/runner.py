@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, faults
-from .adapter import REGISTRY, BenchError, Method, TrainingData, load_adapter, sha256_file
+from .adapter import REGISTRY, BenchError, FitReport, Method, TrainingData, load_adapter, sha256_file
 from .store import CellKey, Store
 from .train import TRAIN_CODE_VERSION
 
@@ -260,8 +260,7 @@ class Runner:
         return model
 
     def _fit_cached(self, model: Model, meta: dict) -> None:
-        key = meta["fit_key"]
-        folder = self.cache / "fits" / key
+        folder = self.fit_folder(meta)
         ckpt = folder / "model"
         report_path = folder / "fit.json"
         data: TrainingData = meta["data"]
@@ -276,22 +275,31 @@ class Runner:
             self.log(f"fitting {name} x{model.method.scale}"
                      + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()})")
             t0 = time.perf_counter()
-            report = model.method.fit(data if name == "oracle" else data.without_degradation(), meta["budget"])
+            report = model.method.fit(fit_input(name, data), meta["budget"])
             wall = time.perf_counter() - t0
-            tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            model.method.save_checkpoint(tmp / "model")
-            rep = {**report.to_dict(), "fit_wall_s": wall, "budget": meta["budget"].describe()}
-            (tmp / "fit.json").write_text(json.dumps(rep, indent=1, default=str))
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(tmp, folder)  # atomic: a kill leaves either no fit or a whole one
+            rep = self.save_fit(model.method, meta, report, wall)
             # reload what was saved so a fresh fit and a cached one infer from identical weights
             model.method.load_checkpoint(ckpt)
             self.log(f"  {name}: {report.iterations} iterations in {wall:.1f}s")
         model.wall_s = rep.get("fit_wall_s")
         model.notes = list(dict.fromkeys(rep.get("notes", [])))
         model.sha256 = sha256_file(ckpt)
+
+    def fit_folder(self, meta: dict) -> Path:
+        return self.cache / "fits" / meta["fit_key"]
+
+    def save_fit(self, method: Method, meta: dict, report: FitReport, wall: float) -> dict:
+        """Put a finished fit in the cache under its key; atomic (a kill leaves no fit or a whole one)."""
+        folder = self.fit_folder(meta)
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        method.save_checkpoint(tmp / "model")
+        rep = {**report.to_dict(), "fit_wall_s": wall, "budget": meta["budget"].describe()}
+        (tmp / "fit.json").write_text(json.dumps(rep, indent=1, default=str))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return rep
 
     # -- LR synthesis ----------------------------------------------------
     def hr_for(self, ds, item, scale: int):
@@ -450,6 +458,11 @@ class Runner:
                 time_model(self.store, model.method, model.variant, self.device, self.run_id, full=False)
             except Exception as exc:
                 self.log(f"timing {name} failed: {exc}")
+
+
+def fit_input(name: str, data: TrainingData) -> TrainingData:
+    """What ``fit`` receives: only the oracle is told the true degradation."""
+    return data if name == "oracle" else data.without_degradation()
 
 
 def sr_path(out: str | Path, key: CellKey, image_id: str) -> Path:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +87,39 @@ class PatchSampler:
         return torch.stack(out).contiguous()
 
 
+class TrainingProbe:
+    """Watches one fit from outside: ``callback(n, desc)`` runs after the n-th optimisation
+    step (counted over every stage of the fit) whenever n is in ``at``.
+
+    It reaches the loop through a context variable rather than through ``Method.fit``'s
+    signature, so the adapter interface stays ``fit(data, budget)`` and any method that
+    trains through :func:`run_training` (third-party ones included) can be probed.
+    """
+
+    def __init__(self, at: Sequence[int], callback: Callable[[int, str], None]):
+        self.at = frozenset(int(a) for a in at)
+        self.callback = callback
+        self.steps = 0
+
+    def after_step(self, desc: str) -> None:
+        self.steps += 1
+        if self.steps in self.at:
+            self.callback(self.steps, desc)
+
+
+_PROBE: ContextVar[TrainingProbe | None] = ContextVar("unpaired_sr_bench_training_probe", default=None)
+
+
+@contextmanager
+def probing(probe: TrainingProbe) -> Iterator[TrainingProbe]:
+    """Attach ``probe`` to every :func:`run_training` loop run inside the ``with`` block."""
+    token = _PROBE.set(probe)
+    try:
+        yield probe
+    finally:
+        _PROBE.reset(token)
+
+
 def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, desc: str,
                  log_every: int = 10, report: FitReport | None = None) -> FitReport:
     """Call ``step(i)`` for ``budget.iterations`` (or until ``budget.seconds``), with a progress bar."""
@@ -92,6 +127,7 @@ def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, 
     start = time.perf_counter()
     disable = os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1"
     bar = tqdm(range(budget.iterations), desc=desc, leave=False, disable=disable, dynamic_ncols=True)
+    probe = _PROBE.get()
     for i in bar:
         faults.reached("fit-step")
         losses = {k: float(v) for k, v in step(i).items()}
@@ -102,6 +138,8 @@ def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, 
             report.history.append({"iteration": i, **losses})
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:3]})
         report.iterations = i + 1
+        if probe is not None:
+            probe.after_step(desc)
         if budget.seconds and time.perf_counter() - start > budget.seconds:
             report.notes.append(f"stopped at the {budget.seconds:g}s cap after {i + 1} iterations")
             break

@@ -539,11 +539,11 @@ class PDM(Method):
                       Stage("sr", make_step(False, True, n_sr), n_sr)]
         else:  # psnr/2020Track1.yml: both every iteration
             stages = [Stage("joint", make_step(True, True, budget.iterations), budget.iterations)]
+        self.deg_ready = True  # the model being trained is the learned degradation (learning curves read it mid-fit)
         report = run_stages(stages, budget, desc=f"fit pdm-{self.sr_kind} x{self.scale}", report=report)
         set_requires_grad(self.net_deg, True)
         self.net_sr.eval()
         self.net_deg.eval()
-        self.deg_ready = True
         return report
 
     # -- checkpoints -----------------------------------------------------

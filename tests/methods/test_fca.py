@@ -22,6 +22,17 @@ def test_kernels_are_normalised_for_any_input_size():
         assert (k >= 0).all() and torch.allclose(k.sum((-2, -1)), torch.ones(2, 1), atol=1e-6)
 
 
+def test_untrained_generator_starts_at_the_kernel_prior():
+    """The kernel logits start at a centred Gaussian (the last conv is zero), so an
+    untrained G is bicubic downsampling plus a slight blur, not a 13x13 box."""
+    est = KernelEstimator(width=8, branch=2, n_dense=1, n_res=1, kernel_size=13, prior_sigma=0.5)
+    k = est(torch.rand(1, 3, 48, 40))[0, 0]
+    r = torch.arange(13.0) - 6
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 0.5 ** 2))
+    assert torch.allclose(k, g / g.sum(), atol=1e-6)
+    assert k[6, 6] > 0.6  # close to the identity
+
+
 def test_apply_kernels_is_a_per_image_convolution():
     x = torch.rand(2, 3, 9, 11)
     delta = torch.zeros(2, 1, 5, 5)

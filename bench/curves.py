@@ -1,0 +1,378 @@
+"""Learning curves: a method's test scores at evenly spaced points of its own fit.
+
+``python run_bench.py curves`` fits a learned method exactly as the main run does (same
+training pools, same seeds, same code path through ``Method.fit``) and, through a
+:class:`~bench.train.TrainingProbe`, pauses it at ``--points`` evenly spaced steps to score:
+
+- SR quality: PSNR (the run's protocol, default ``paper-y``) of ``upscale`` on the
+  embedded test split for each ``--suites`` entry, the number the main tables report;
+- for methods with a learned degradation model, its fidelity on the domain it is
+  fitted to (:mod:`bench.fidelity`: deterministic PSNR and generated noise sigma).
+
+``--factors 1,4`` runs the profile's budget and a 4x longer one (iterations only; the
+learning-rate schedules stretch with it, as they would for a longer profile). The
+probe evaluates under ``torch.no_grad`` with the global RNG forked and restores every
+module's train/eval mode, so a probed fit takes the same optimisation steps as an
+unprobed one: the factor-1 curve ends at the model the main run scores.
+
+Rows go to the ``curves`` table of the store under ``--out``; ``curves.md``,
+``curves.csv`` and one PNG per (method, domain) are rendered from it, with the
+bicubic PSNR of each suite drawn as the reference line.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .adapter import REGISTRY, BenchError
+
+CURVES_VERSION = "2"  # bump when a row's meaning changes: stored rows are keyed by it
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS curves (
+    method TEXT, domain TEXT, scale INTEGER, profile TEXT, factor REAL, iterations INTEGER, step INTEGER,
+    stage TEXT, metric TEXT, suite TEXT, value REAL, n_images INTEGER, device TEXT, seed INTEGER, version TEXT,
+    wall_s REAL,
+    PRIMARY KEY (method, domain, scale, profile, factor, step, metric, suite, device, seed, version)
+);
+"""
+
+
+def probe_steps(total: int, points: int) -> list[int]:
+    """``points`` evenly spaced step counts in 1..total, always ending at ``total``."""
+    if total < 1:
+        return []
+    points = max(1, min(points, total))
+    return sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
+
+
+def _modules(method) -> list[nn.Module]:
+    """Every nn.Module the adapter holds (attributes, and dict values such as loss nets)."""
+    found: dict[int, nn.Module] = {}
+    for v in vars(method).values():
+        items = v.values() if isinstance(v, dict) else (v,)
+        for m in items:
+            if isinstance(m, nn.Module):
+                found[id(m)] = m
+    return list(found.values())
+
+
+class _ModeGuard:
+    """Remember each submodule's train/eval flag and put it back (upscale() switches to eval)."""
+
+    def __init__(self, method):
+        self.flags = [(sub, sub.training) for m in _modules(method) for sub in m.modules()]
+
+    def restore(self) -> None:
+        for sub, flag in self.flags:
+            sub.training = flag
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveJob:
+    method: str
+    domain: str  # the suite per-domain methods are fitted to ('' for blind/per-scale methods)
+    scale: int
+    factor: float
+    suites: tuple[str, ...]  # where SR PSNR is measured
+
+
+def _psnr_of(method, lrs, hrs, metric, upscale) -> float:
+    vals = [metric.batch([(upscale(method, lr), hr, gray)], jobs=1)[0] for lr, (hr, gray) in zip(lrs, hrs)]
+    return float(np.mean(vals))
+
+
+def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fidelity_images: int = 0) -> list[dict]:
+    """Fit ``job.method`` once with a probe; return (and hand to ``store_rows``) the scored rows."""
+    from .data import embedded_test
+    from .fidelity import has_degradation_model, method_sampler, model_kernel, score_image
+    from .metrics import create_metric
+    from .runner import fit_input, hr_uint8
+    from .train import TrainingProbe, probing
+
+    cls = REGISTRY.get(job.method)
+    if not cls.info.learned:
+        raise BenchError(f"{job.method} is not trained, so it has no learning curve; pick a learned method")
+    ds = embedded_test()
+    items = list(ds.items)
+    test_ids = frozenset(i.id for i in items)
+    runner.test_ids = test_ids
+    spec = runner.spec
+    per_domain = cls.info.fit_per == "domain"
+    domain = job.domain if per_domain else ""
+    # the fit the main run would make: same pools, budget and key (the key is reused below)
+    variant, meta = runner.variant_for(job.method, job.scale, domain, test_ids)
+    data = meta["data"]
+    if data.ids & test_ids:
+        raise BenchError(f"training data for {job.method} contains test images")
+    method = cls(job.scale, profile=spec.profile, device=runner.device)
+    base = meta["budget"]
+    budget = dataclasses.replace(base, iterations=max(1, round(base.iterations * job.factor)))
+    metric = create_metric("psnr", protocol=spec.protocol, scale=job.scale, device="cpu")
+    pictures = [runner.hr_for(ds, it, job.scale) for it in items]
+    hrs = [(hr_uint8(p), bool(p.gray)) for p in pictures]
+    lrs = {s: [runner.lr_for(ds, it, s, job.scale) for it in items] for s in job.suites}
+    fid_suite = runner.suite(job.domain) if (per_domain and has_degradation_model(cls)) else None
+    fid_items = items[:fidelity_images] if fidelity_images else items
+    fid_hr = [(it.id, p.pixels) for it, p in zip(fid_items, pictures)] if fid_suite else []
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    fit_clock = [0.0]  # seconds spent in the fit itself, probes excluded
+
+    def row(step: int, stage: str, metric_name: str, suite: str, value: float | None) -> dict:
+        n = len(items) if metric_name == "psnr" else len(fid_hr)
+        return dict(method=job.method, domain=domain, scale=job.scale, profile=spec.profile, factor=job.factor,
+                    iterations=budget.iterations, step=step, stage=stage, metric=metric_name, suite=suite,
+                    value=value, n_images=n, device=runner.device, seed=spec.seed, version=CURVES_VERSION,
+                    wall_s=round(fit_clock[0], 2))
+
+    last = [time.perf_counter()]
+
+    def evaluate(step: int, stage: str) -> None:
+        fit_clock[0] += time.perf_counter() - last[0]
+        guard = _ModeGuard(method)
+        new = []
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for s in job.suites:
+                new.append(row(step, stage, "psnr", s, _psnr_of(method, lrs[s], hrs, metric, runner.upscale)))
+            if fid_suite is not None:
+                kernel = model_kernel(method)
+                scores = [score_image(method_sampler(method, fid_suite.name, iid, spec.seed), hr, fid_suite,
+                                      job.scale, iid, spec.seed, draws, kernel=kernel) for iid, hr in fid_hr]
+                new.append(row(step, stage, "det_psnr", fid_suite.name, float(np.mean([s.det_psnr for s in scores]))))
+                new.append(row(step, stage, "sigma_gen", fid_suite.name, float(np.mean([s.sigma_gen for s in scores]))))
+                if kernel is not None and scores[0].kernel_l1 is not None:
+                    new.append(row(step, stage, "kernel_l1", fid_suite.name,
+                                   float(np.mean([s.kernel_l1 for s in scores]))))
+        guard.restore()
+        rows.extend(new)
+        store_rows(new)
+        shown = ", ".join(f"{r['metric']} {r['suite']} {r['value']:.2f}" for r in new)
+        runner.log(f"  {job.method} {job.factor:g}x step {step}/{budget.iterations} [{stage}]: {shown}")
+        last[0] = time.perf_counter()
+
+    runner.log(f"curve: {job.method} x{job.scale}" + (f" on {domain}" if domain else "")
+               + f", {job.factor:g}x budget ({budget.describe()}), {points} points")
+    with probing(TrainingProbe(probe_steps(budget.iterations, points), evaluate)) as probe:
+        report = method.fit(fit_input(job.method, data), budget)
+    fit_clock[0] += time.perf_counter() - last[0]
+    if probe.steps != budget.iterations:
+        runner.log(f"  note: {job.method} ran {probe.steps} probed steps for a budget of {budget.iterations}")
+    if budget == base and not (runner.fit_folder(meta) / "fit.json").exists():
+        # a probed fit is the unprobed fit (tests/test_curves.py): the main run and `fidelity`
+        # with the same --out reuse it instead of training again
+        runner.save_fit(method, meta, report, fit_clock[0])
+        runner.log(f"  cached as {variant} for run/fidelity with --out {spec.out}")
+    runner.log(f"  {job.method}: done in {time.perf_counter() - t0:.0f}s (fit {fit_clock[0]:.0f}s)")
+    return rows
+
+
+def baseline_rows(runner, suites: Sequence[str], scale: int) -> list[dict]:
+    """Bicubic PSNR (and the bicubic assumption's fidelity is in ``fidelity``) per suite."""
+    from .data import embedded_test
+    from .metrics import create_metric
+    from .runner import hr_uint8
+
+    bic = REGISTRY.get("bicubic")(scale, profile=runner.spec.profile, device="cpu")
+    ds = embedded_test()
+    metric = create_metric("psnr", protocol=runner.spec.protocol, scale=scale, device="cpu")
+    out = []
+    for s in suites:
+        lrs = [runner.lr_for(ds, it, s, scale) for it in ds.items]
+        hrs = [(hr_uint8(runner.hr_for(ds, it, scale)), bool(runner.hr_for(ds, it, scale).gray)) for it in ds.items]
+        v = _psnr_of(bic, lrs, hrs, metric, runner.upscale)
+        out.append(dict(method="bicubic", domain="", scale=scale, profile="-", factor=0.0, iterations=0, step=0,
+                        stage="-", metric="psnr", suite=s, value=v, n_images=len(ds.items), device="cpu",
+                        seed=runner.spec.seed,
+                        version=CURVES_VERSION, wall_s=0.0))
+    return out
+
+
+# ---------------------------------------------------------------- store + rendering
+def ensure_table(store) -> None:
+    store.db.executescript(SCHEMA)
+
+
+def put_rows(store, rows: Sequence[dict]) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    with store.transaction() as con:
+        con.executemany(f"INSERT OR REPLACE INTO curves ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                        [tuple(r[c] for c in cols) for r in rows])
+
+
+def curve_rows(store) -> pd.DataFrame:
+    cur = store.db.execute("SELECT * FROM curves WHERE version=? ORDER BY method, domain, factor, step, metric, suite",
+                           (CURVES_VERSION,))
+    return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """One table per (method, domain, scale): rows = probe steps, columns = scores, per factor."""
+    out = ["# Learning curves", "",
+           "PSNR (dB) of `upscale` on the embedded test split at evenly spaced steps of one fit; "
+           "`det_psnr` / `sigma_gen` are the learned degradation model's fidelity on the domain it is fitted to "
+           "(see `fidelity.md`), on all 6 test images unless `curves.csv` gives a smaller `n_images`. "
+           "`wall` is fit time up to that step, probes excluded. Reference rows: bicubic interpolation on the "
+           "same LR.", ""]
+    base = frame[frame.method == "bicubic"]
+    if len(base):
+        out.append("Bicubic PSNR: " + ", ".join(f"`{r.suite}` x{r.scale} {r.value:.2f}" for r in base.itertuples()))
+        out.append("")
+    learned = frame[frame.method != "bicubic"]
+    for (m, dom, scale, dev), g in learned.groupby(["method", "domain", "scale", "device"], sort=True):
+        out.append(f"## {m} x{scale}" + (f" on `{dom}`" if dom else "") + f" ({dev})")
+        out.append("")
+        for factor, gf in g.groupby("factor"):
+            gf = gf.assign(col=gf.metric + " " + gf.suite)
+            wide = gf.pivot_table(index=["step", "stage", "wall_s"], columns="col", values="value",
+                                  aggfunc="first").reset_index()
+            iters = int(gf.iterations.iloc[0])
+            out.append(f"Budget {factor:g}x ({iters} iterations):")
+            out.append("")
+            from tabulate import tabulate
+
+            wide = wide.rename(columns={"wall_s": "wall s"})
+            out.append(tabulate(wide, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f"))
+            out.append("")
+    return "\n".join(out)
+
+
+def plot(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """One PNG per (method, domain, scale): PSNR per suite vs step (x = fraction of the 1x budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    base = frame[(frame.method == "bicubic") & (frame.metric == "psnr")]
+    learned = frame[(frame.method != "bicubic")]
+    for (m, dom, scale), g in learned.groupby(["method", "domain", "scale"], sort=True):
+        has_fid = (g.metric == "det_psnr").any()
+        fig, axes = plt.subplots(1, 2 if has_fid else 1, figsize=(10 if has_fid else 5.5, 3.6), squeeze=False)
+        ax = axes[0][0]
+        one_x = g[g.factor == 1.0].iterations.max() if (g.factor == 1.0).any() else g.iterations.min()
+        for (factor, suite), gs in g[g.metric == "psnr"].groupby(["factor", "suite"]):
+            line, = ax.plot(gs.step / one_x, gs.value, marker="o", ms=3, ls="-" if factor == 1 else "--",
+                            label=f"{suite} ({factor:g}x)")
+            b = base[(base.suite == suite) & (base.scale == scale)]
+            if len(b) and factor == g.factor.min():
+                ax.axhline(float(b.value.iloc[0]), color=line.get_color(), lw=0.8, ls=":")
+        ax.set_xlabel("training steps / quick budget")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{m} x{scale}" + (f" on {dom}" if dom else "") + " (dotted: bicubic)", fontsize=9)
+        ax.legend(fontsize=7)
+        if has_fid:
+            ax2 = axes[0][1]
+            for factor, gs in g[g.metric == "det_psnr"].groupby("factor"):
+                ax2.plot(gs.step / one_x, gs.value, marker="o", ms=3, ls="-" if factor == 1 else "--",
+                         label=f"deterministic PSNR ({factor:g}x)")
+            ax2.set_xlabel("training steps / quick budget")
+            ax2.set_ylabel("fidelity PSNR (dB)")
+            ax2.set_title("degradation model vs true clean LR", fontsize=9)
+            ax2.legend(fontsize=7)
+        fig.tight_layout()
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{m}_{dom or 'blind'}_x{scale}")
+        path = out / f"curve_{safe}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_outputs(store, out: Path) -> list[Path]:
+    frame = curve_rows(store)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves.csv").write_text(frame.to_csv(index=False))
+    (out / "curves.md").write_text(markdown(frame))
+    return [out / "curves.md", out / "curves.csv", *plot(frame, out)]
+
+
+# ---------------------------------------------------------------- command
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_bench.py curves",
+        description="Learning curves: fit a learned method and score it at evenly spaced steps of the fit.",
+        epilog="examples:\n"
+               "  python run_bench.py curves --methods dasr-wang,daa --suites 'dasr-iso:sigma=2.4;aniso' --factors 1,4\n"
+               "  python run_bench.py curves --methods fssr,pdm --domain mixed --factors 1,4\n"
+               "Blind (per-scale) methods are fitted once and scored on every --suites entry; per-domain methods\n"
+               "(oracle, unpaired) are fitted to --domain and scored there (and on --suites if given).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", required=True, help="comma list of learned methods")
+    p.add_argument("--domain", default="mixed", help="target domain for per-domain methods [mixed]")
+    p.add_argument("--suites", default=None,
+                   help="';'-separated suites to score SR on [the domain for per-domain methods]")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--factors", default="1", help="comma list of budget multipliers, e.g. 1,4 [1]")
+    p.add_argument("--points", type=int, default=8, help="probe points per fit [8]")
+    p.add_argument("--draws", type=int, default=8, help="noise draws for the fidelity scores [8]")
+    p.add_argument("--fidelity-images", type=int, default=0,
+                   help="score fidelity on the first N test images only (CPU time; 0 = all) [0]")
+    p.add_argument("--profile", default="quick", choices=("smoke", "quick", "paper"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/curves")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .degrade import parse_suites
+    from .runner import Runner, RunSpec
+
+    a = parser().parse_args(list(argv or []))
+    try:
+        factors = tuple(float(f) for f in a.factors.split(",") if f.strip())
+    except ValueError:
+        raise BenchError(f"--factors {a.factors!r}: give numbers such as 1,4") from None
+    if not factors or any(f <= 0 for f in factors):
+        raise BenchError(f"--factors {a.factors!r}: give positive multipliers such as 1,4")
+    if a.points < 1:
+        raise BenchError("--points must be at least 1")
+    names = [n.strip() for n in a.methods.split(",") if n.strip()]
+    for n in names:
+        REGISTRY.get(n)  # unknown names: did-you-mean error before any work
+    domain = parse_suites(a.domain, a.scale)
+    if len(domain) != 1:
+        raise BenchError(f"--domain {a.domain!r} names {len(domain)} suites; name exactly one, e.g. 'aniso:k=5'")
+    domain_name = domain[0].name
+    spec = RunSpec(methods=tuple(names), profile=a.profile, device=a.device, out=a.out, seed=a.seed,
+                   scales=(a.scale,), timing=False)
+    runner = Runner(spec, log=lambda s: print(s, flush=True))
+    ensure_table(runner.store)
+    failures = []
+    all_suites: set[str] = set()
+    for name in names:
+        cls = REGISTRY.get(name)
+        per_domain = cls.info.fit_per == "domain"
+        suites = [s.name for s in parse_suites(a.suites, a.scale)] if a.suites else [domain_name]
+        if per_domain and domain_name not in suites:
+            suites = [domain_name, *suites]
+        all_suites.update(suites)
+        for f in factors:
+            job = CurveJob(name, domain_name, a.scale, f, tuple(suites))
+            try:
+                run_curve(runner, job, a.points, a.draws, lambda rows: put_rows(runner.store, rows), a.fidelity_images)
+            except Exception as exc:
+                if a.debug:
+                    raise
+                failures.append(f"{name} {f:g}x: {type(exc).__name__}: {exc}")
+                runner.log(f"FAILED {failures[-1]}")
+    put_rows(runner.store, baseline_rows(runner, sorted(all_suites), a.scale))
+    paths = write_outputs(runner.store, Path(a.out))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    if failures:
+        print(json.dumps(failures, indent=1))
+    return 1 if failures else 0
