@@ -331,7 +331,8 @@ def parser() -> argparse.ArgumentParser:
         prog="run_bench.py curves",
         description="Learning curves: fit a learned method and score it at evenly spaced steps of the fit.",
         epilog="examples:\n"
-               "  python run_bench.py curves --methods dasr-wang,daa --suites 'dasr-iso:sigma=2.4;aniso' --factors 1,4\n"
+               "  python run_bench.py curves --methods dasr-wang,daa --suites 'dasr-iso:sigma=2.4;aniso' \\\n"
+               "      --factors 1,4\n"
                "  python run_bench.py curves --methods fssr,pdm --domain mixed --factors 1,4\n"
                "Blind (per-scale) methods are fitted once and scored on every --suites entry; per-domain methods\n"
                "(oracle, unpaired) are fitted to --domain and scored there (and on --suites if given).",

@@ -84,7 +84,8 @@ def main() -> int:
                    "--device", a.device, "--profile", a.profile, "--out", str(jd)]
             jd.mkdir(parents=True, exist_ok=True)
             log = open(jd / "log.txt", "w")
-            running[name] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), time.time())
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[name] = (proc, time.time())
         time.sleep(2)
         for name, (proc, t0) in list(running.items()):
             if proc.poll() is not None:

@@ -93,9 +93,10 @@ class KernelEstimator(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(kernel_size)
         self.head = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, 1, 1))
         # [inferred] the logits are predicted on top of a centred narrow Gaussian (sigma
-        # prior_sigma LR px; 0.5 is close to the identity, the bicubic assumption) and the last conv starts at zero, so G starts at the bicubic
-        # assumption instead of a near-uniform 13x13 box blur (20.6 dB deterministic
-        # fidelity on `mixed` at initialisation, where the bicubic assumption scores 29.5)
+        # prior_sigma LR px; 0.5 is close to the identity) and the last conv starts at
+        # zero, so G starts at the bicubic assumption instead of a near-uniform 13x13 box
+        # blur (20.6 dB deterministic fidelity on `mixed`, where the bicubic assumption
+        # scores 29.5)
         r = torch.arange(kernel_size, dtype=torch.float32) - kernel_size // 2
         prior = -(r[:, None] ** 2 + r[None, :] ** 2) / (2 * prior_sigma ** 2)
         self.register_buffer("prior", prior.view(1, 1, kernel_size, kernel_size), persistent=False)
