@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tabulate import tabulate
 from torch import nn
 
 from .adapter import REGISTRY, BenchError
@@ -88,22 +89,32 @@ class CurveJob:
 
 
 def _psnr_of(method, lrs, hrs, metric, upscale) -> float:
-    vals = [metric.batch([(upscale(method, lr), hr, gray)], jobs=1)[0] for lr, (hr, gray) in zip(lrs, hrs)]
-    return float(np.mean(vals))
+    """Mean PSNR of ``upscale(method, lr)`` against ``hrs`` = [(uint8 HR, gray)], as the tables score it."""
+    return float(np.mean(metric.batch([(upscale(method, lr), hr, gray) for lr, (hr, gray) in zip(lrs, hrs)])))
+
+
+def _test_references(runner, scale: int):
+    """The embedded test split, its HR pictures, their (uint8, gray) scoring form and the PSNR metric."""
+    from .data import embedded_test
+    from .metrics import create_metric
+    from .runner import hr_uint8
+
+    ds = embedded_test()
+    pictures = [runner.hr_for(ds, it, scale) for it in ds.items]
+    hrs = [(hr_uint8(p), bool(p.gray)) for p in pictures]
+    return ds, pictures, hrs, create_metric("psnr", protocol=runner.spec.protocol, scale=scale, device="cpu")
 
 
 def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fidelity_images: int = 0) -> list[dict]:
     """Fit ``job.method`` once with a probe; return (and hand to ``store_rows``) the scored rows."""
-    from .data import embedded_test
     from .fidelity import has_degradation_model, method_sampler, model_kernel, score_image
-    from .metrics import create_metric
-    from .runner import fit_input, hr_uint8
+    from .runner import fit_input
     from .train import TrainingProbe, probing
 
     cls = REGISTRY.get(job.method)
     if not cls.info.learned:
         raise BenchError(f"{job.method} is not trained, so it has no learning curve; pick a learned method")
-    ds = embedded_test()
+    ds, pictures, hrs, metric = _test_references(runner, job.scale)
     items = list(ds.items)
     test_ids = frozenset(i.id for i in items)
     runner.test_ids = test_ids
@@ -118,9 +129,6 @@ def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fideli
     method = cls(job.scale, profile=spec.profile, device=runner.device)
     base = meta["budget"]
     budget = dataclasses.replace(base, iterations=max(1, round(base.iterations * job.factor)))
-    metric = create_metric("psnr", protocol=spec.protocol, scale=job.scale, device="cpu")
-    pictures = [runner.hr_for(ds, it, job.scale) for it in items]
-    hrs = [(hr_uint8(p), bool(p.gray)) for p in pictures]
     lrs = {s: [runner.lr_for(ds, it, s, job.scale) for it in items] for s in job.suites}
     fid_suite = runner.suite(job.domain) if (per_domain and has_degradation_model(cls)) else None
     fid_items = items[:fidelity_images] if fidelity_images else items
@@ -180,16 +188,10 @@ def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fideli
 def baseline_rows(runner, suites: Sequence[str], scale: int, fidelity_suites: Sequence[str] = ()) -> list[dict]:
     """Reference rows: bicubic interpolation's PSNR per suite, and the bicubic assumption's
     deterministic fidelity on each domain a degradation model was scored on."""
-    from .data import embedded_test
     from .fidelity import bicubic_sampler, score_image
-    from .metrics import create_metric
-    from .runner import hr_uint8
 
     bic = REGISTRY.get("bicubic")(scale, profile=runner.spec.profile, device="cpu")
-    ds = embedded_test()
-    pictures = [runner.hr_for(ds, it, scale) for it in ds.items]
-    hrs = [(hr_uint8(p), bool(p.gray)) for p in pictures]
-    metric = create_metric("psnr", protocol=runner.spec.protocol, scale=scale, device="cpu")
+    ds, pictures, hrs, metric = _test_references(runner, scale)
 
     def row(metric_name: str, suite: str, value: float) -> dict:
         return dict(method="bicubic", domain="", scale=scale, profile="-", factor=0.0, iterations=0, step=0,
@@ -255,8 +257,6 @@ def markdown(frame: pd.DataFrame) -> str:
             iters = int(gf.iterations.iloc[0])
             out.append(f"Budget {factor:g}x ({iters} iterations):")
             out.append("")
-            from tabulate import tabulate
-
             wide = wide.rename(columns={"wall_s": "wall s"})
             out.append(tabulate(wide, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f"))
             out.append("")
