@@ -441,6 +441,11 @@ def _beats(frame: pd.DataFrame) -> list[str]:
                 f"on |Δσ|: {', '.join(sig) or 'none'}")
         if pd.notna(b["kernel L1"]):
             text += f"; on kernel L1: {', '.join(ker) or 'none'}"
+        fixed = [m for m, v in zip(models.method, models["sigma gen"]) if v == 0]
+        if fixed and pd.notna(b["sigma true"]) and b["sigma true"] > 0:
+            # said outright so a reader does not take it for an undertrained noise model
+            text += (f"; deterministic (σ gen 0 by construction, so |Δσ| equals the bicubic assumption's): "
+                     f"{', '.join(fixed)}")
         lines.append(text)
     return lines
 

@@ -163,3 +163,15 @@ def test_which_methods_have_a_degradation_model():
     # usr-da aligns features; crl-sr's degrade() samples synthetic training data, it models no target domain
     assert not F.has_degradation_model(REGISTRY.get("usr-da"))
     assert not F.has_degradation_model(REGISTRY.get("crl-sr"))
+
+
+def test_beats_note_names_deterministic_generators_on_noisy_suites():
+    frame = pd.DataFrame({
+        "suite": ["noise:sigma=15"] * 3, "scale": [4] * 3, "variant": [F.BASELINE, "quick:fit-a", "quick:fit-b"],
+        "method": ["-", "fssr", "mssr"], "det PSNR": [100.0, 30.0, 29.0], "|d sigma|": [15.0, 15.0, 7.5],
+        "kernel L1": [float("nan")] * 3, "sigma gen": [0.0, 0.0, 7.5], "sigma true": [15.0] * 3})
+    (line,) = F._beats(frame)
+    assert "on |Δσ|: mssr" in line and line.endswith("assumption's): fssr")
+    # on a noiseless suite a deterministic model is not singled out: σ gen 0 is then right
+    (line,) = F._beats(frame.assign(**{"sigma true": 0.0, "|d sigma|": [0.0, 0.0, 7.5]}))
+    assert "deterministic" not in line
