@@ -469,7 +469,8 @@ class FSSRArch:
     #: deterministic fidelity stalled at 28.5 dB on `mixed` and `aniso:k=5`, under the
     #: bicubic assumption's 29.5, and passed it at about 2x (results/reference/curves_h100/).
     #: DSGAN steps are cheap (about 24 ms on the 2-core reference CPU against 84 ms for
-    #: ESRGAN-FS), so this adds about 35 s to the quick fit.
+    #: ESRGAN-FS), so this adds about 35 s to the quick fit. With it the quick DSGAN scores
+    #: 30.6 / 31.2 dB on `aniso:k=5` / `mixed` (results/reference/curves_cpu/).
     deg_share: float | None = None
 
     def stage_fractions(self) -> tuple[float, float]:

@@ -295,7 +295,9 @@ ARCH = {
     # stage's 722: after 128 steps their deterministic fidelity was 27.9 dB on `aniso:k=5`
     # and `mixed`, under the bicubic assumption's 29.5; the 4x curve (510 steps) reached
     # 29.9-30.0 (results/reference/curves_h200/). A degradation step costs about 53 ms on
-    # the 2-core reference CPU against 88 ms for an SR step: about 20 s more per fit.
+    # the 2-core reference CPU against 88 ms for an SR step: about 20 s more per fit. With it
+    # the quick generators score 29.85 / 29.94 dB on `aniso:k=5` / `mixed`
+    # (results/reference/curves_cpu/).
     "quick": {"rrdb_nf": 16, "rrdb_nb": 1, "rrdb_gc": 8, "deres_nf": 16, "deres_nb": 4, "han_nf": 16, "han_nb": 1,
               "d_nf": 16, "deg_lr_scale": 10, "deg_share": 0.415},
     "paper": {"rrdb_nf": 64, "rrdb_nb": 23, "rrdb_gc": 32, "deres_nf": 64, "deres_nb": 8, "han_nf": 128, "han_nb": 20,
@@ -610,6 +612,7 @@ class MSSR(Method):
         report = run_stages(stages, budget, desc=f"fit mssr x{self.scale}", report=report)
         for m in (self.ensemble, self.deresnet, self.han, self.d_deresnet, self.d_han):
             m.eval()
+        report.notes.append(f"degradation generators {n_deg} it, SR networks {n_sr} it")
         return report
 
     def _sr_update(self, name: str, opts: dict[str, torch.optim.Optimizer], loss: torch.Tensor) -> None:
