@@ -356,9 +356,9 @@ class MSSR(Method):
     budgets: ClassVar[dict[str, Budget]] = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=8),
         # lr raised from the official 1e-5 because quick starts from random weights, not a pretrained ESRGAN
-        # measured 0.17 s/it on one thread of a CPU shared at load ~6.5 (about 1/3 of that alone);
-        # the wall-clock cap bounds it either way
-        "quick": Budget(iterations=1235, batch_size=4, patch_size=12, lr=2e-4),  # generators 513 + SR 722
+        # generators 513 + SR 722 it: 96 s on the idle 2-core reference CPU
+        # (results/reference/default_quick/run_log.txt)
+        "quick": Budget(iterations=1235, batch_size=4, patch_size=12, lr=2e-4),
         "paper": Budget(iterations=1_000_000, batch_size=1, patch_size=32, lr=1e-5),
     }
 

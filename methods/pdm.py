@@ -321,8 +321,8 @@ class PDM(Method):
     )
     budgets: ClassVar[dict[str, Budget]] = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=8),
-        # measured 0.34 s/it (edsr) and 0.55 s/it (rrdb) on one thread of a CPU shared at load ~6.5,
-        # i.e. about 1/3 of that alone; the wall-clock cap bounds it either way
+        # edsr (the default): 70 s on the idle 2-core reference CPU
+        # (results/reference/default_quick/run_log.txt); rrdb steps cost about 1.6x an edsr step
         "quick": Budget(iterations=1250, batch_size=8, patch_size=16, lr=2e-4),
         "paper": Budget(iterations=200_000, batch_size=32, patch_size=32, lr=2e-4),
     }
