@@ -35,7 +35,7 @@ from tabulate import tabulate
 from torch import nn
 
 from .adapter import REGISTRY, BenchError
-from .fidelity import PSNR_CAP
+from .fidelity import MIN_DRAWS, PSNR_CAP
 
 CURVES_VERSION = "2"  # bump when a row's meaning changes: stored rows are keyed by it
 
@@ -202,7 +202,8 @@ def baseline_rows(runner, suites: Sequence[str], scale: int, fidelity_suites: Se
                                    runner.upscale)) for s in suites]
     for s in fidelity_suites:
         suite = runner.suite(s)
-        scores = [score_image(bicubic_sampler(scale), p.pixels, suite, scale, it.id, runner.spec.seed, 8)
+        scores = [score_image(bicubic_sampler(scale), p.pixels, suite, scale, it.id, runner.spec.seed,
+                              MIN_DRAWS)
                   for it, p in zip(ds.items, pictures)]
         out.append(row("det_psnr", s, float(np.mean([x.det_psnr for x in scores]))))
     return out
@@ -344,7 +345,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--factors", default="1", help="comma list of budget multipliers, e.g. 1,4 [1]")
     p.add_argument("--points", type=int, default=8, help="probe points per fit [8]")
-    p.add_argument("--draws", type=int, default=8, help="noise draws for the fidelity scores [8]")
+    p.add_argument("--draws", type=int, default=MIN_DRAWS, help="noise draws for the fidelity scores [%(default)s]")
     p.add_argument("--fidelity-images", type=int, default=0,
                    help="score fidelity on the first N test images only (CPU time; 0 = all) [0]")
     p.add_argument("--profile", default="quick", choices=("smoke", "quick", "paper"))
