@@ -21,6 +21,8 @@ import difflib
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -62,6 +64,8 @@ class MethodInfo:
     checkpoints: tuple[CheckpointInfo, ...] = ()
     gaps: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: told what no competitor is (the true degradation, or real paired data): shown, never ranked
+    upper_bound: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -76,7 +80,7 @@ class MethodInfo:
         """What one fit adapts to: 'never', 'scale', or 'domain' (a target suite)."""
         if self.family == "classical":
             return "never"
-        if self.family == "unpaired" or self.name == "oracle":
+        if self.family == "unpaired" or self.upper_bound:
             return "domain"
         return "scale"
 
@@ -86,21 +90,62 @@ class MethodInfo:
 
 
 @dataclass(frozen=True)
+class MethodVariant:
+    """A named variant of a method (timm's ``arch.tag``): ``dasr-wang.aniso``.
+
+    ``options`` are constructor keyword arguments; ``checkpoints`` the released files
+    (path fragments as the release lays them out) that belong to this variant, so that a
+    file of another variant is refused with a line naming the right one.
+    """
+
+    tag: str
+    about: str
+    options: tuple[tuple[str, Any], ...] = ()
+    checkpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """Everything a run hands to a method besides its scale: one frozen object, so that a
+    documented flag reaches the code that needs it. New options extend this class, never
+    the constructor (DESIGN section 3).
+
+    ``variant``: the tag chosen (``""`` = the method's default); ``weights_dir``: where
+    ImageNet weight files are looked up; ``verify_weights``: check their sha256 (off only
+    in tests with stand-in files); ``init``: (method name, file) starting points.
+    """
+
+    profile: str = "quick"
+    device: str = "cpu"
+    precision: str = "fp32"
+    variant: str = ""
+    weights_dir: str | None = None
+    verify_weights: bool = True
+    seed: int = 0
+    init: tuple[tuple[str, str], ...] = ()
+
+    def init_file(self, name: str) -> str | None:
+        return dict(self.init).get(name)
+
+    def with_device(self, device: str) -> "MethodContext":
+        return dataclasses.replace(self, device=str(device))
+
+
+@dataclass(frozen=True)
 class Budget:
     """How much training a fit may spend. Profiles change only these numbers."""
 
     iterations: int
     batch_size: int
     patch_size: int  # LR patch side
-    seconds: float | None = None  # optional wall-clock cap
     lr: float = 2e-4
 
     def key(self) -> str:
-        return f"it{self.iterations}-b{self.batch_size}-p{self.patch_size}"
+        """Every field, so that no change to the budget can reuse a stale fit."""
+        return "-".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
 
     def describe(self) -> str:
-        cap = f", cap {self.seconds:g}s" if self.seconds else ""
-        return f"{self.iterations} it x batch {self.batch_size} x LR patch {self.patch_size}{cap}"
+        return f"{self.iterations} it x batch {self.batch_size} x LR patch {self.patch_size}, lr {self.lr:g}"
 
 
 @dataclass(frozen=True)
@@ -160,18 +205,34 @@ class Method(abc.ABC):
     info: ClassVar[MethodInfo]
     #: per-profile training budgets; learned methods override.
     budgets: ClassVar[Mapping[str, Budget]] = {}
+    #: named variants (``name.tag``); the default variant has no tag.
+    variants: ClassVar[Mapping[str, MethodVariant]] = {}
+    #: Part of every cell and fit key of this method. Bump it when a change to the
+    #: method's code changes its outputs or what a fit learns (an architecture detail, a
+    #: loss weight, a schedule); leave it for refactors that keep every number. A method
+    #: that declares none (``None``) is fingerprinted by the bytes of its module files.
+    code_version: ClassVar[str | None] = None
+    #: ImageNet weight files the method's training reads when present (perceptual
+    #: losses); their digests, or their absence, are part of the fit key.
+    weight_files: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu"):
-        if profile not in PROFILES:
-            raise BenchError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None):
+        context = context or MethodContext()
+        over = {k: str(v) for k, v in (("profile", profile), ("device", device)) if v is not None}
+        if over:
+            context = dataclasses.replace(context, **over)
+        if context.profile not in PROFILES:
+            raise BenchError(f"unknown profile {context.profile!r}; choose one of {', '.join(PROFILES)}")
         if scale not in self.info.scales:
             raise BenchError(
                 f"{self.info.name} does not support x{scale}; it supports "
                 + ", ".join(f"x{s}" for s in self.info.scales)
             )
         self.scale = scale
-        self.profile = profile
-        self.device = torch.device(device)
+        self.context = context
+        self.profile = context.profile
+        self.device = torch.device(context.device)
 
     # -- training --------------------------------------------------------
     def default_budget(self) -> Budget:
@@ -355,8 +416,87 @@ def load_adapter(spec: str) -> type[Method]:
     return REGISTRY.add(cls)
 
 
-def create_method(name: str, scale: int, *, profile: str = "quick", device: str = "cpu") -> Method:
-    return REGISTRY.get(name)(scale, profile=profile, device=device)
+def split_name(name: str) -> tuple[str, str]:
+    """``"dasr-wang.aniso"`` -> ``("dasr-wang", "aniso")``; no tag -> ``(name, "")``."""
+    base, _, tag = name.partition(".")
+    return base, tag
+
+
+def resolve_variant(name: str) -> tuple[type[Method], MethodVariant | None]:
+    """The class and the declared variant behind ``name`` (did-you-mean on unknown tags)."""
+    base, tag = split_name(name)
+    cls = REGISTRY.get(base)
+    if not tag:
+        return cls, None
+    if tag not in cls.variants:
+        known = [f"{base}.{t}" for t in cls.variants] or [f"(none: {base} has no variants)"]
+        raise BenchError(unknown_name("method variant", name, known))
+    return cls, cls.variants[tag]
+
+
+def create_method(name: str, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                  device: str | None = None) -> Method:
+    """Build ``name`` (a method or ``method.tag``) with the variant's options and ``context``."""
+    cls, variant = resolve_variant(name)
+    context = context or MethodContext()
+    context = dataclasses.replace(context, variant=variant.tag if variant else "")
+    options = dict(variant.options) if variant else {}
+    return cls(scale, context, profile=profile, device=device, **options)
+
+
+def check_checkpoint_variant(name: str, path: str | Path) -> None:
+    """Refuse a released file that the release layout says belongs to another variant.
+
+    The iso and aniso DASR-Wang files have identical keys and shapes, so only where the
+    release put them tells them apart; the variant is declared, never guessed.
+    """
+    cls, chosen = resolve_variant(name)
+    text = Path(path).as_posix()
+    base = cls.info.name
+    mine = chosen.checkpoints if chosen else tuple(
+        c for v in cls.variants.values() if not v.tag for c in v.checkpoints)
+    for v in cls.variants.values():
+        if v is chosen or v.tag == "":
+            continue
+        if any(frag in text for frag in v.checkpoints) and not any(frag in text for frag in mine):
+            raise CheckpointError(
+                f"checkpoint {path} is the release of {base}.{v.tag} ({v.about}); "
+                f"run it as --methods {base}.{v.tag} --checkpoint {base}.{v.tag}={path}")
+
+
+def method_fingerprint(cls: type[Method]) -> str:
+    """What identifies the method's code: its declared ``code_version``, or else the
+    digests of its module files and of every loaded module beside them (its helpers:
+    the class source alone misses an edited helper function)."""
+    if cls.code_version is not None:
+        return f"{cls.info.name}@v{cls.code_version}"
+    h = hashlib.sha256(cls.info.name.encode())
+    for f in module_files(cls):
+        h.update(f"|{f.name}|".encode())
+        h.update(f.read_bytes())
+    return f"{cls.info.name}@src-{h.hexdigest()[:16]}"
+
+
+def module_files(cls: type) -> list[Path]:
+    """The source files of ``cls``'s module and of every loaded module beside it: the
+    whole top-level package when it is one, else the modules in the same folder."""
+    mod = sys.modules.get(cls.__module__)
+    src = getattr(mod, "__file__", None) or inspect.getsourcefile(cls)
+    if not src:
+        return []
+    top = sys.modules.get(cls.__module__.split(".")[0])
+    if top is not None and getattr(top, "__path__", None) and getattr(top, "__file__", None):
+        root = Path(top.__file__).resolve().parent
+        inside = lambda p: root in p.parents  # noqa: E731
+    else:
+        root = Path(src).resolve().parent
+        inside = lambda p: p.parent == root  # noqa: E731
+    files = {Path(src).resolve()}
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if f and f.endswith(".py") and inside(Path(f).resolve()):
+            files.add(Path(f).resolve())
+    return sorted(files)
 
 
 def unknown_name(kind: str, name: str, known: Sequence[str] | Mapping[str, Any]) -> str:

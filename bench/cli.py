@@ -61,7 +61,8 @@ def _pairs(items: list[str], flag: str) -> tuple[tuple[str, str], ...]:
 
 def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> None:
     p.add_argument("--methods", default=methods_default,
-                   help="'all' or a comma list of method names (see --list methods) [%(default)s]")
+                   help="'all' or a comma list of method names; a variant is NAME.TAG, e.g. dasr-wang.aniso or "
+                        "pdm.rrdb (see --list methods) [%(default)s]")
     p.add_argument("--datasets", default=None,
                    help="comma list of NAME (standard set under --data-root), NAME=PATH (any supported layout, "
                         "auto-detected), or NAME=lr:PATH (LR-only folder: no-reference metrics). "
@@ -78,6 +79,9 @@ def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> N
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="use released weights for a method (a file, or a folder laid out like the release); "
                         "repeatable")
+    p.add_argument("--init", action="append", default=[], metavar="NAME=PATH",
+                   help="start a method's fit from a pretrained network file (e.g. daa=IMDN_x4.pth); keyed by its "
+                        "sha256; repeatable")
     p.add_argument("--adapter", action="append", default=[], metavar="MODULE:CLASS",
                    help="add a method from any importable module; repeatable")
     p.add_argument("--weights-dir", default=os.environ.get("UNPAIRED_SR_WEIGHTS"),
@@ -121,8 +125,15 @@ def do_list(what: str) -> int:
     if what == "methods":
         from .adapter import REGISTRY
 
-        rows = [(c.info.name, c.info.family, ",".join(f"x{s}" for s in c.info.scales), c.info.title)
-                for c in REGISTRY.all()]
+        rows = []
+        for c in REGISTRY.all():
+            scales = ",".join(f"x{s}" for s in c.info.scales)
+            default = c.variants.get("")
+            files = lambda v: f" [release: {', '.join(v.checkpoints)}]" if v.checkpoints else ""  # noqa: E731
+            rows.append((c.info.name, c.info.family, scales,
+                         c.info.title + (f" — default: {default.about}{files(default)}" if default else "")))
+            rows += [(f"{c.info.name}.{v.tag}", c.info.family, scales, f"variant: {v.about}{files(v)}")
+                     for v in c.variants.values() if v.tag]
         print(tabulate(rows, headers=["method", "family", "scales", "title"], tablefmt="github"))
     elif what == "suites":
         from .degrade import list_families
@@ -149,6 +160,7 @@ def spec_from_args(a: argparse.Namespace, **over):
         scales=a.scales, metrics=_csv(getattr(a, "metrics", "psnr,ssim,lpips,niqe")),
         protocol=getattr(a, "protocol", "paper-y"), profile=a.profile, device=a.device, out=a.out,
         jobs=getattr(a, "jobs", 2), seed=a.seed, checkpoints=_pairs(a.checkpoint, "--checkpoint"),
+        init=_pairs(a.init, "--init"),
         adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
         tile=getattr(a, "tile", None), target=getattr(a, "target", "mixed"),
         suite_file=getattr(a, "suite_file", None), **over,
@@ -172,10 +184,7 @@ def cmd_run(argv: list[str]) -> int:
     t0 = time.perf_counter()
     runner = Runner(spec, log=lambda s: print(s, flush=True))
     code = runner.run()
-    from .store import CellKey
-
-    planned = [CellKey(*r) for r in runner.planned_keys] if getattr(runner, "planned_keys", None) else None
-    paths = write_all(runner.store, spec.out, planned)
+    paths = write_all(runner.store, spec.out, runner.planned or None)
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     print(f"done in {time.perf_counter() - t0:.1f}s")
     if runner.failures:
@@ -214,7 +223,7 @@ def cmd_timing(argv: list[str]) -> int:
     p.add_argument("--amp", choices=("bf16",), default=None, help="autocast precision (CUDA)")
     p.add_argument("--repeats", type=int, default=None, help="repeats (CUDA: at least 30)")
     a = p.parse_args(argv)
-    from .adapter import REGISTRY
+    from .adapter import resolve_variant
     from .runner import Runner, method_names, resolve_device
     from .tables import runtime_markdown
     from .timing import time_model
@@ -224,11 +233,11 @@ def cmd_timing(argv: list[str]) -> int:
     runner = Runner(spec, log=print)
     runner.store.begin_run(runner.run_id, spec.to_dict(), spec.hash(), {"command": "timing"})
     for name in method_names(spec):
-        cls = REGISTRY.get(name)
+        cls = resolve_variant(name)[0]
         for scale in spec.scales:
             if scale not in cls.info.scales:
                 continue
-            m = cls(scale, profile=spec.profile, device=device)
+            m = runner.build(name, scale, device=device)
             variant = f"{spec.profile}:arch" if cls.info.learned else "-"
             if name in runner.checkpoints:
                 m.load_checkpoint(runner.checkpoints[name])
@@ -263,17 +272,30 @@ def cmd_degrade(argv: list[str]) -> int:
 
 
 def cmd_tables(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run_bench.py tables", description="Re-render the tables from a results store.")
+    p = argparse.ArgumentParser(prog="run_bench.py tables",
+                                description="Re-render the tables from a results store. A cell whose inputs changed "
+                                            "between runs (an edited dataset, suite or method) has one stored "
+                                            "version per content; by default the latest of each is shown.")
     p.add_argument("--out", default="results")
+    p.add_argument("--run", default=None, metavar="RUN_ID",
+                   help="render only the cells written by this run (run ids are listed in results.json)")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)
     from .store import Store
-    from .tables import write_all
+    from .tables import rendered_line, summarize, write_all
 
     db = Path(a.out) / "results.sqlite"
     if not db.exists():
         raise BenchError(f"no results store at {db}; run the benchmark with --out {a.out} first")
-    for path in write_all(Store(db), a.out).values():
+    store = Store(db)
+    runs = [r["run_id"] for r in store.runs()]
+    if a.run and a.run not in runs:
+        from .adapter import unknown_name
+
+        raise BenchError(unknown_name("run", a.run, runs))
+    paths = write_all(store, a.out, run=a.run)
+    print(f"rendered {rendered_line(summarize(store, run=a.run))}")
+    for path in paths.values():
         print(path)
     return 0
 

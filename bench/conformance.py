@@ -63,7 +63,7 @@ def smoke_training_data(cls: type[Method], scale: int, seed: int = 0) -> Trainin
             synthesize(suite, im, scale, tid, seed)[0].astype(np.float32) / 255.0
             for im, tid in zip(tgt_hr, target_ids)
         )
-        if cls.info.name == "oracle":
+        if cls.info.upper_bound:
             degradation = suite
     if not cls.info.needs_target_lr:
         target_lr, target_ids = (), ()
@@ -136,7 +136,7 @@ def check_adapter(target: str | type[Method], scale: int = 4, profile: str = "sm
         leaked = set(test_ids) & seen[0].ids
         if leaked:
             return f"fit() received test images {sorted(leaked)}"
-        if seen[0].degradation is not None and cls.info.name != "oracle":
+        if seen[0].degradation is not None and not cls.info.upper_bound:
             return "fit() received the true degradation; only oracle may"
         return None
 

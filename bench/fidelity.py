@@ -499,7 +499,7 @@ def markdown(frame: pd.DataFrame, no_model: Sequence[str], profile: str) -> str:
 
 def write_tables(store, out: Path, keep: Iterable[tuple] | None, no_model: Sequence[str],
                  profile: str) -> dict[str, Path]:
-    frame = summarize(fidelity_rows(store), store.variants(), keep)
+    frame = summarize(fidelity_rows(store), {v: meta for (_, v), meta in store.variants().items()}, keep)
     if frame.empty:
         raise BenchError("no fidelity rows in the store to tabulate; name methods with a degradation model")
     out.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,8 @@ class MetricSpec:
     lower_better: bool
     full_reference: bool
     description: str
+    #: part of every stored value's key: bump when the metric's code changes its numbers
+    version: str = "1"
 
 
 METRICS: Mapping[str, MetricSpec] = MappingProxyType(

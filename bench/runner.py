@@ -28,7 +28,22 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, faults
-from .adapter import REGISTRY, BenchError, FitReport, Method, TrainingData, load_adapter, sha256_file
+from .adapter import (
+    REGISTRY,
+    BenchError,
+    FitReport,
+    Method,
+    MethodContext,
+    TrainingData,
+    check_checkpoint_variant,
+    create_method,
+    load_adapter,
+    method_fingerprint,
+    resolve_variant,
+    sha256_file,
+    split_name,
+    unknown_name,
+)
 from .store import CellKey, Store
 from .train import TRAIN_CODE_VERSION
 
@@ -42,7 +57,7 @@ GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 
 #: training pool per profile: (source HR images, target LR images, HR side)
 POOLS = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
-LR_CACHE_VERSION = "1"
+LR_CACHE_VERSION = "2"  # 2: keyed by the suite's fingerprint (its steps), not its name
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,9 @@ class RunSpec:
     target: str = DEFAULT_TARGET
     suite_file: str | None = None
     save_sr: bool = False  # also write SR PNGs under out/sr/ (figures read them)
+    init: tuple[tuple[str, str], ...] = ()  # (method, file): pretrained starting points
+    precision: str = "fp32"
+    verify_weights: bool = True  # sha256 of ImageNet weight files; off only in tests with stand-ins
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,13 +160,25 @@ def provenance(spec: RunSpec, device: str) -> dict:
 
 
 def method_names(spec: RunSpec) -> list[str]:
+    """The run's methods, ``name`` or ``name.tag``, checked before any work (did-you-mean)."""
     for a in spec.adapters:
         load_adapter(a)
     names = REGISTRY.names() if "all" in spec.methods else list(spec.methods)
     for n in names:
-        REGISTRY.get(n)  # did-you-mean on unknown names, before any work
+        resolve_variant(n)
     extra = [load_adapter(a).info.name for a in spec.adapters]
-    return list(dict.fromkeys(names + extra))
+    names = list(dict.fromkeys(names + extra))
+    for flag, pairs in (("--checkpoint", spec.checkpoints), ("--init", spec.init)):
+        for name, path in pairs:
+            if name not in names:
+                known = [n for n in names] + [f"{n}.{t}" for n in names for t in REGISTRY.get(split_name(n)[0]).variants if t]
+                raise BenchError(unknown_name(f"method in {flag} {name}={path} (not in this run's --methods)",
+                                              name, known))
+            if not Path(path).exists():
+                raise BenchError(f"{flag} {name}={path}: no such file; pass the path of the released file")
+            if flag == "--checkpoint":
+                check_checkpoint_variant(name, path)
+    return names
 
 
 def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales: Sequence[int]) -> list[Cell]:
@@ -161,7 +191,7 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
         explicit = [s.name for s in parse_suites(spec.suites, scale, extra)] if spec.suites else None
         default = [s.name for fam in DEFAULT_SUITES for s in parse_suites(fam, scale)]
         for name in methods:
-            info = REGISTRY.get(name).info
+            info = resolve_variant(name)[0].info
             if scale not in info.scales:
                 continue
             per_domain = info.fit_per == "domain"
@@ -189,9 +219,40 @@ class Runner:
         self._models: dict[tuple[str, int, str], Model] = {}
         self._variants: dict[tuple[str, int, str], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
+        self._digests: dict[str, str] = {}
         self._pools: dict[tuple, TrainingData] = {}
         #: ids of every test image in play; no training pool may contain one
         self.test_ids: frozenset[str] = frozenset()
+        #: the content keys of the cells this run planned (tables render these)
+        self.planned: list[CellKey] = []
+
+    def context(self, device: str | None = None) -> MethodContext:
+        """The one object every method is built with: documented flags reach the code that needs them."""
+        spec = self.spec
+        return MethodContext(profile=spec.profile, device=device or self.device, precision=spec.precision,
+                             weights_dir=spec.weights_dir, verify_weights=spec.verify_weights, seed=spec.seed,
+                             init=spec.init)
+
+    def build(self, name: str, scale: int, device: str | None = None) -> Method:
+        """``name`` (a method or ``method.tag``) built with this run's context."""
+        return create_method(name, scale, self.context(device))
+
+    def cell_key(self, name: str, variant: str, ds, suite_name: str, scale: int) -> CellKey:
+        """The content key of a cell: names for the tables, digests for identity."""
+        cls = resolve_variant(name)[0]
+        if suite_name == GIVEN:
+            suite_fp, seed = "", None
+        else:
+            suite = self.suite(suite_name)
+            suite_fp, seed = suite.fingerprint(), (self.spec.seed if suite.is_random else None)
+        return CellKey(name, variant, ds.name, suite_name, scale, self.spec.protocol,
+                       method_fp=f"{method_fingerprint(cls)}|{self.spec.precision}",
+                       dataset_digest=self.dataset_digest(ds), suite_fp=suite_fp, seed=seed)
+
+    def dataset_digest(self, ds) -> str:
+        if ds.name not in self._digests:
+            self._digests[ds.name] = ds.manifest_hash()
+        return self._digests[ds.name]
 
     def suite(self, name: str):
         from .degrade import get_suite
@@ -206,12 +267,12 @@ class Runner:
 
         n_src, n_tgt, size = POOLS[self.spec.profile]
         per_domain = cls.info.fit_per == "domain"
-        key = (scale, domain if per_domain else "", cls.info.needs_target_lr, cls.info.name == "oracle")
+        key = (scale, domain if per_domain else "", cls.info.needs_target_lr, cls.info.upper_bound)
         if key not in self._pools:
             self._pools[key] = make_training_data(
                 scale, suite=self.suite(domain) if per_domain else None, seed=self.spec.seed,
                 n_source=n_src, n_target=n_tgt if cls.info.needs_target_lr else 0, size=size, test_ids=test_ids,
-                with_degradation=cls.info.name == "oracle",
+                with_degradation=cls.info.upper_bound,
             )
         return self._pools[key]
 
@@ -220,7 +281,7 @@ class Runner:
         k = (name, scale, domain)
         if k in self._variants:
             return self._variants[k]
-        cls = REGISTRY.get(name)
+        cls = resolve_variant(name)[0]
         if name in self.checkpoints:
             sha = sha256_file(self.checkpoints[name])
             v = (f"{self.spec.profile}:ckpt-{sha[:8]}", {"source": "checkpoint", "sha256": sha})
@@ -228,24 +289,37 @@ class Runner:
             v = ("-", {"source": "classical"})
         else:
             data = self.training_data(cls, scale, domain, test_ids)
-            probe = cls(scale, profile=self.spec.profile, device="cpu")
+            probe = self.build(name, scale, device="cpu")
             budget = probe.default_budget()
             key = hashlib.sha256("|".join([
                 name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
-                TRAIN_CODE_VERSION, __version__,
+                TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision,
+                *self.fit_files(cls, name),
             ]).encode()).hexdigest()
             v = (f"{self.spec.profile}:fit-{key[:8]}",
                  {"source": "fit", "fit_key": key, "data": data, "budget": budget})
         self._variants[k] = v
         return v
 
+    def fit_files(self, cls, name: str) -> list[str]:
+        """Every file a fit reads, by content: ImageNet weights (or their absence, which
+        means a stand-in loss) and the ``--init`` starting point."""
+        from .train import resolve_weight_file
+
+        out = [f"{f}:{resolve_weight_file(f, self.spec.weights_dir, verify=self.spec.verify_weights)[1]}"
+               for f in cls.weight_files]
+        init = dict(self.spec.init).get(name)
+        if init:
+            out.append(f"init:{sha256_file(init)}")
+        return out
+
     def model_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str]) -> Model:
         k = (name, scale, domain)
         if k in self._models:
             return self._models[k]
-        cls = REGISTRY.get(name)
+        cls = resolve_variant(name)[0]
         variant, meta = self.variant_for(name, scale, domain, test_ids)
-        method = cls(scale, profile=self.spec.profile, device=self.device)
+        method = self.build(name, scale)
         model = Model(method, variant, meta["source"], domain)
         if meta["source"] == "checkpoint":
             method.load_checkpoint(self.checkpoints[name])
@@ -255,7 +329,9 @@ class Runner:
             self._fit_cached(model, meta)
         self.store.put_variant(variant, name, self.spec.profile, scale, model.source, domain, model.budget,
                                model.sha256, model.wall_s, {"notes": model.notes, "gaps": list(cls.info.gaps),
-                                                            "title": cls.info.title, "family": cls.info.family})
+                                                            "title": cls.info.title, "family": cls.info.family,
+                                                            "upper_bound": cls.info.upper_bound,
+                                                            "code": method_fingerprint(cls)})
         self._models[k] = model
         return model
 
@@ -317,14 +393,15 @@ class Runner:
         if suite_name == GIVEN:
             return to_uint8(load_lr(item, scale).pixels)
         hr = self.hr_for(ds, item, scale)
+        suite = self.suite(suite_name)
         digest = hashlib.sha256(
-            f"{LR_CACHE_VERSION}|{suite_name}|{scale}|{self.spec.seed}|{item.id}|".encode()
+            f"{LR_CACHE_VERSION}|{suite.fingerprint()}|{scale}|{self.spec.seed}|{item.id}|".encode()
             + hashlib.sha256(np.ascontiguousarray(hr.pixels).tobytes()).digest()
         ).hexdigest()
         path = self.cache / "lr" / ds.name / f"{item.id}-{digest[:16]}.png"
         if path.exists():
             return to_uint8(read_image(path).pixels)
-        lr, meta = synthesize(self.suite(suite_name), hr.pixels, scale, item.id, self.spec.seed)
+        lr, meta = synthesize(suite, hr.pixels, scale, item.id, self.spec.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.png")
         write_png(tmp, lr)
@@ -378,18 +455,19 @@ class Runner:
             self.store.put_metric_note(m, first.available, first.unavailable_reason)
         by_name = {ds.name: ds for ds in datasets}
         todo = []
-        self.planned_keys: list[tuple] = []
+        self.planned = []
         for c in cells:
+            ds = by_name[c.dataset]
             try:
                 variant, _ = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
             except BenchError as exc:
-                self._fail(c, "?", str(exc))
+                self._fail(self.cell_key(c.method, "?", ds, c.suite, c.scale), str(exc))
                 continue
-            ds = by_name[c.dataset]
             wanted = [m for m in spec.metrics if ds.has_hr or not metrics[(m, c.scale)].spec.full_reference]
-            key = CellKey(variant, c.dataset, c.suite, c.scale, spec.protocol)
-            self.planned_keys.append(tuple(vars(key).values()))
-            missing = [m for m in wanted if m not in self.store.done_metrics(key)]
+            key = self.cell_key(c.method, variant, ds, c.suite, c.scale)
+            self.planned.append(key)
+            versions = {m: metrics[(m, c.scale)].spec.version for m in wanted}
+            missing = [m for m in wanted if m not in self.store.done_metrics(key, versions)]
             if missing:
                 todo.append((c, key, missing))
         self.log(f"{len(cells)} cells planned, {len(cells) - len(todo)} already in {self.store.path}, "
@@ -405,11 +483,10 @@ class Runner:
         self.store.end_run(self.run_id, status)
         return 1 if self.failures else 0
 
-    def _fail(self, c: Cell, variant: str, error: str) -> None:
-        msg = f"{c.method} on {c.dataset} {c.suite} x{c.scale}: {error}"
+    def _fail(self, key: CellKey, error: str) -> None:
+        msg = f"{key.method} on {key.dataset} {key.suite} x{key.scale}: {error}"
         self.failures.append(msg)
-        self.store.fail_cell(CellKey(variant, c.dataset, c.suite, c.scale, self.spec.protocol), c.method,
-                             self.run_id, error)
+        self.store.fail_cell(key, self.run_id, error)
         self.log(f"FAILED {msg}")
 
     def _run_cell(self, c: Cell, key: CellKey, missing: list[str], ds, metrics) -> None:
@@ -430,13 +507,14 @@ class Runner:
                 refs.append(hr)
             values = score_cell(srs, refs, missing, {m: metrics[(m, c.scale)] for m in missing}, self.spec.jobs)
         except BenchError as exc:
-            self._fail(c, key.variant, str(exc))
+            self._fail(key, str(exc))
             return
         except Exception as exc:  # a broken method fails its cells; the run goes on
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            self._fail(c, key.variant, detail[:300])
+            self._fail(key, detail[:300])
             return
-        self.store.write_cell(key, c.method, self.run_id, missing, values, len(items), time.perf_counter() - t0)
+        versions = {m: metrics[(m, c.scale)].spec.version for m in missing}
+        self.store.write_cell(key, self.run_id, versions, values, len(items), time.perf_counter() - t0)
 
     def sr_path(self, key: CellKey, image_id: str) -> Path:
         return sr_path(self.out, key, image_id)
@@ -462,14 +540,15 @@ class Runner:
 
 def fit_input(name: str, data: TrainingData) -> TrainingData:
     """What ``fit`` receives: only the oracle is told the true degradation."""
-    return data if name == "oracle" else data.without_degradation()
+    return data if resolve_variant(name)[0].info.upper_bound else data.without_degradation()
 
 
 def sr_path(out: str | Path, key: CellKey, image_id: str) -> Path:
-    """Where ``save_sr`` puts one SR image: out/sr/<variant>/<dataset>/<suite>/x<scale>/<image>.png."""
+    """Where ``save_sr`` puts one SR image: out/sr/<method>/<variant>/<dataset>/<suite>/x<scale>/<cell>/<image>.png
+    (the cell id keeps two contents of one name apart)."""
     safe = lambda s: "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in str(s))  # noqa: E731
-    return (Path(out) / "sr" / safe(key.variant) / safe(key.dataset) / safe(key.suite) / f"x{key.scale}"
-            / f"{safe(image_id)}.png")
+    return (Path(out) / "sr" / safe(key.method) / safe(key.variant) / safe(key.dataset) / safe(key.suite)
+            / f"x{key.scale}" / key.cell_id[:12] / f"{safe(image_id)}.png")
 
 
 def score_cell(srs, refs, metric_names, metrics, jobs: int) -> dict[tuple[str, str], float | None]:

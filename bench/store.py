@@ -8,6 +8,7 @@ same rows; ``run_id`` only says which run wrote a row.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
@@ -18,22 +19,26 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from . import faults
+from .adapter import BenchError
+
+#: Bump when the tables change; ``Store`` migrates older stores it knows how to read.
+SCHEMA_VERSION = 2
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, started REAL, finished REAL, spec_json TEXT, spec_hash TEXT,
     provenance_json TEXT, status TEXT);
 CREATE TABLE IF NOT EXISTS variants (
-    variant TEXT PRIMARY KEY, method TEXT, profile TEXT, scale INTEGER, source TEXT,
-    domain TEXT, budget TEXT, sha256 TEXT, wall_s REAL, info_json TEXT);
+    method TEXT, variant TEXT, profile TEXT, scale INTEGER, source TEXT,
+    domain TEXT, budget TEXT, sha256 TEXT, wall_s REAL, info_json TEXT, PRIMARY KEY (method, variant));
 CREATE TABLE IF NOT EXISTS cells (
-    variant TEXT, dataset TEXT, suite TEXT, scale INTEGER, protocol TEXT,
-    method TEXT, status TEXT, error TEXT, n_images INTEGER, wall_s REAL, run_id TEXT, metrics TEXT,
-    PRIMARY KEY (variant, dataset, suite, scale, protocol));
+    cell_id TEXT PRIMARY KEY, method TEXT, method_fp TEXT, variant TEXT, dataset TEXT, dataset_digest TEXT,
+    suite TEXT, suite_fp TEXT, seed INTEGER, scale INTEGER, protocol TEXT,
+    status TEXT, error TEXT, n_images INTEGER, wall_s REAL, run_id TEXT, metrics TEXT, finished REAL);
 CREATE TABLE IF NOT EXISTS records (
-    variant TEXT, dataset TEXT, suite TEXT, scale INTEGER, protocol TEXT, image TEXT, metric TEXT,
-    value REAL, method TEXT, run_id TEXT,
-    PRIMARY KEY (variant, dataset, suite, scale, protocol, image, metric));
+    cell_id TEXT, image TEXT, metric TEXT, value REAL, metric_version TEXT, run_id TEXT,
+    PRIMARY KEY (cell_id, image, metric));
 CREATE TABLE IF NOT EXISTS metric_notes (
     metric TEXT PRIMARY KEY, available INTEGER, reason TEXT);
 CREATE TABLE IF NOT EXISTS timings (
@@ -45,24 +50,88 @@ CREATE TABLE IF NOT EXISTS kernels (
     total_ms REAL, share REAL, PRIMARY KEY (method, variant, device, input, precision, rank));
 """
 
+#: the columns a table row is labelled by; several cells (content keys) can share them
+DISPLAY = ("method", "variant", "dataset", "suite", "scale", "protocol")
+
 
 @dataclass(frozen=True)
 class CellKey:
+    """Everything that makes a cell's numbers (DESIGN section 5), not only its names.
+
+    ``method_fp``: the method's code identity (declared ``code_version`` or its module
+    digests) and precision; ``variant``: the model source (fit key or checkpoint sha256);
+    ``dataset_digest``: the dataset's content manifest; ``suite_fp``: the suite's steps;
+    ``seed``: the run seed where the suite draws anything (else ``None``).
+    """
+
+    method: str
     variant: str
     dataset: str
     suite: str
     scale: int
     protocol: str
+    method_fp: str = ""
+    dataset_digest: str = ""
+    suite_fp: str = ""
+    seed: int | None = None
+
+    @property
+    def cell_id(self) -> str:
+        content = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("dataset", "suite")}
+        content["suite"] = self.suite if not self.suite_fp else ""  # named suites are keyed by fingerprint
+        content["dataset"] = self.dataset if not self.dataset_digest else ""
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+    @property
+    def display(self) -> tuple:
+        return tuple(getattr(self, k) for k in DISPLAY)
+
+
+class StoreError(BenchError):
+    """The store cannot be opened or written; the message says why and what to do."""
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False, log=None):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            # immutable=1: read a store on read-only media (no WAL or lock files are made)
+            self.db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None)
+            self._check_schema(log, migrate=False)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self._check_schema(log, migrate=True)
         self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check_schema(self, log, *, migrate: bool) -> None:
+        tables = self._tables()
+        if "cells" not in tables:
+            return  # a new store
+        version = 1
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer UnpairedSR-Bench (store schema {version}, this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade the package, or use another --out")
+        if version < SCHEMA_VERSION:
+            if not migrate:
+                raise StoreError(
+                    f"{self.path} has the old store schema {version}; open it once without read-only access "
+                    f"(any run_bench.py command with --out {self.path.parent}) to migrate it")
+            migrate_v1(self.db)
+            if log:
+                log(f"migrated {self.path} from store schema 1 to {SCHEMA_VERSION}: its records are kept under "
+                    "their old names and are never reused for new cells (they carry no content keys)")
 
     def close(self) -> None:
         self.db.close()
@@ -101,66 +170,74 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO variants VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (variant, method, profile, scale, source, domain, budget, sha256, wall_s,
+                (method, variant, profile, scale, source, domain, budget, sha256, wall_s,
                  json.dumps(info, sort_keys=True, default=str)),
             )
 
-    def variants(self) -> dict[str, dict]:
+    def variants(self) -> dict[tuple[str, str], dict]:
+        """(method, variant) -> what the model is and where it came from."""
         cur = self.db.execute("SELECT * FROM variants")
         cols = [c[0] for c in cur.description]
         out = {}
         for r in cur.fetchall():
             d = dict(zip(cols, r))
             d["info"] = json.loads(d.pop("info_json") or "{}")
-            out[d["variant"]] = d
+            out[(d["method"], d["variant"])] = d
         return out
 
     # -- cells -----------------------------------------------------------
-    def done_metrics(self, key: CellKey) -> set[str]:
-        """Metrics already stored for a finished cell (empty when not finished)."""
-        row = self.db.execute(
-            "SELECT status, metrics FROM cells WHERE variant=? AND dataset=? AND suite=? AND scale=? AND protocol=?",
-            (key.variant, key.dataset, key.suite, key.scale, key.protocol),
-        ).fetchone()
+    def done_metrics(self, key: CellKey, versions: Mapping[str, str] | None = None) -> set[str]:
+        """Metrics stored for a finished cell, at the given metric code versions (empty when not finished)."""
+        row = self.db.execute("SELECT status, metrics FROM cells WHERE cell_id=?", (key.cell_id,)).fetchone()
         if not row or row[0] != "done":
             return set()
-        return set(json.loads(row[1] or "[]"))
+        stored = json.loads(row[1] or "{}")
+        if isinstance(stored, list):  # migrated schema-1 cells: no versions
+            stored = {m: None for m in stored}
+        return {m for m, v in stored.items() if versions is None or versions.get(m) == v}
 
-    def write_cell(self, key: CellKey, method: str, run_id: str, metrics: Sequence[str],
+    def write_cell(self, key: CellKey, run_id: str, metrics: Mapping[str, str],
                    values: Mapping[tuple[str, str], float | None], n_images: int, wall_s: float) -> None:
-        """One transaction: the per-image values of ``metrics`` and the cell's status."""
-        prior = self.done_metrics(key)
+        """One transaction: the per-image values of ``metrics`` (name -> code version) and the cell's status."""
+        row = self.db.execute("SELECT status, metrics FROM cells WHERE cell_id=?", (key.cell_id,)).fetchone()
+        prior = json.loads(row[1] or "{}") if row and row[0] == "done" else {}
+        if isinstance(prior, list):
+            prior = {}
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?)",
                 [
-                    (key.variant, key.dataset, key.suite, key.scale, key.protocol, image, metric,
-                     None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v), method, run_id)
+                    (key.cell_id, image, metric,
+                     None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v),
+                     metrics.get(metric), run_id)
                     for (image, metric), v in sorted(values.items())
                 ],
             )
-            db.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key.variant, key.dataset, key.suite, key.scale, key.protocol, method, "done", None, n_images,
-                 wall_s, run_id, json.dumps(sorted(prior | set(metrics)))),
-            )
+            self._put_cell(db, key, "done", None, n_images, wall_s, run_id, {**prior, **metrics})
             faults.reached("cell-write")  # inside the transaction: a kill here must lose the whole cell
 
-    def fail_cell(self, key: CellKey, method: str, run_id: str, error: str) -> None:
+    def _put_cell(self, db, key: CellKey, status: str, error: str | None, n_images: int, wall_s: float,
+                  run_id: str, metrics: Mapping[str, str | None]) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key.cell_id, key.method, key.method_fp, key.variant, key.dataset, key.dataset_digest, key.suite,
+             key.suite_fp, key.seed, key.scale, key.protocol, status, error, n_images, wall_s, run_id,
+             json.dumps(dict(sorted(metrics.items()))), time.time()),
+        )
+
+    def fail_cell(self, key: CellKey, run_id: str, error: str) -> None:
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key.variant, key.dataset, key.suite, key.scale, key.protocol, method, "failed", error, 0, 0.0,
-                 run_id, "[]"),
-            )
+            self._put_cell(db, key, "failed", error, 0, 0.0, run_id, {})
 
     def cells(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM cells")
         return [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
 
     def records(self) -> list[dict]:
+        """Per-image values with their cell's names, content key, run and time."""
         cur = self.db.execute(
-            "SELECT method, variant, dataset, suite, scale, protocol, image, metric, value FROM records"
+            "SELECT c.method, c.variant, c.dataset, c.suite, c.scale, c.protocol, r.image, r.metric, r.value, "
+            "r.cell_id, r.run_id, c.finished FROM records r JOIN cells c USING (cell_id)"
         )
         return [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
 
@@ -202,3 +279,33 @@ class Store:
     def kernels(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM kernels ORDER BY method, variant, device, input, precision, rank")
         return [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
+
+
+def migrate_v1(db: sqlite3.Connection) -> None:
+    """Schema 1 (cells keyed by names) -> 2, in one transaction, every record kept.
+
+    Old cells carry no content keys, so their ids are derived from their old names with
+    a ``v1:`` mark: ``tables`` still shows them, and no new cell ever matches one.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for t in ("cells", "records", "variants"):
+            db.execute(f"ALTER TABLE {t} RENAME TO {t}_v1")
+        for stmt in SCHEMA.split(";"):  # not executescript: it would commit the open transaction
+            if stmt.strip():
+                db.execute(stmt)
+        old_id = ("'v1:' || variant || '|' || dataset || '|' || suite || '|' || scale || '|' || protocol")
+        db.execute(
+            "INSERT INTO cells SELECT " + old_id + ", method, '', variant, dataset, '', suite, '', NULL, scale, "
+            "protocol, status, error, n_images, wall_s, run_id, metrics, NULL FROM cells_v1")
+        db.execute("INSERT OR REPLACE INTO records SELECT " + old_id + ", image, metric, value, NULL, run_id "
+                   "FROM records_v1")
+        db.execute("INSERT OR REPLACE INTO variants SELECT method, variant, profile, scale, source, domain, budget, "
+                   "sha256, wall_s, info_json FROM variants_v1")
+        for t in ("cells", "records", "variants"):
+            db.execute(f"DROP TABLE {t}_v1")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

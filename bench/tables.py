@@ -17,11 +17,10 @@ from tabulate import tabulate
 from .store import CellKey, Store
 
 SUMMARY_COLUMNS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric", "value", "n_images"]
+DISPLAY = ["method", "variant", "dataset", "suite", "scale", "protocol"]
 METRIC_LABEL = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE"}
 LOWER_BETTER = {"lpips", "niqe"}
 DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "niqe": 3}
-#: upper bounds are shown but never marked best: they are told what others are not
-NOT_COMPETING = {"oracle"}
 
 
 @dataclass(frozen=True)
@@ -30,16 +29,32 @@ class Views:
     variants: dict
     metric_notes: dict
     runs: list
+    #: run id -> how many of the rendered cells it wrote
+    rendered: dict
 
 
-def summarize(store: Store, cells: Iterable[CellKey] | None = None) -> Views:
-    """Mean over images per (method, variant, dataset, suite, scale, protocol, metric)."""
-    rec = pd.DataFrame(store.records(), columns=["method", "variant", "dataset", "suite", "scale", "protocol",
-                                                 "image", "metric", "value"])
+def not_competing(views: "Views") -> set[str]:
+    """Methods shown but never marked best: upper bounds, told what others are not."""
+    return {m for (m, _), meta in views.variants.items() if meta["info"].get("upper_bound")}
+
+
+def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | None = None) -> Views:
+    """Mean over images per (method, variant, dataset, suite, scale, protocol, metric).
+
+    ``cells``: exactly these content keys (what a run planned); ``run``: the cells that
+    run wrote; neither: for every name, the latest stored content (a dataset edited
+    between runs leaves its older cells in the store, and they are not averaged in).
+    """
+    rec = pd.DataFrame(store.records(), columns=[*DISPLAY, "image", "metric", "value", "cell_id", "run_id",
+                                                 "finished"])
     if cells is not None:
-        keep = {(c.variant, c.dataset, c.suite, c.scale, c.protocol) for c in cells}
-        mask = [k in keep for k in zip(rec.variant, rec.dataset, rec.suite, rec.scale, rec.protocol)]
-        rec = rec[mask]
+        rec = rec[rec.cell_id.isin({c.cell_id for c in cells})]
+    elif run is not None:
+        rec = rec[rec.run_id == run]
+    if not rec.empty:
+        latest = rec.sort_values("finished", na_position="first").groupby(DISPLAY, sort=False)["cell_id"].last()
+        rec = rec[rec.cell_id.isin(set(latest))]
+    rendered = rec.groupby("run_id")["cell_id"].nunique().to_dict() if not rec.empty else {}
     keys = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric"]
     if rec.empty:
         summary = pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -48,7 +63,15 @@ def summarize(store: Store, cells: Iterable[CellKey] | None = None) -> Views:
         summary = g["value"].agg(lambda v: v.mean() if v.notna().all() else float("nan")).rename("value").to_frame()
         summary["n_images"] = g["image"].nunique()
         summary = summary.reset_index()[SUMMARY_COLUMNS]
-    return Views(summary, store.variants(), store.metric_notes(), store.runs())
+    return Views(summary, store.variants(), store.metric_notes(), store.runs(), rendered)
+
+
+def rendered_line(views: Views) -> str:
+    """Which runs a table shows, for the reader of a store that several runs wrote."""
+    if not views.rendered:
+        return "no cells"
+    parts = [f"{r} ({n} cells)" for r, n in sorted(views.rendered.items())]
+    return f"cells from {len(parts)} run(s): " + ", ".join(parts)
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -57,9 +80,10 @@ def _fmt(metric: str, v: float) -> str:
 
 def _footnotes(views: Views) -> list[str]:
     notes = []
-    used = set(views.summary["variant"]) if not views.summary.empty else set()
-    for v in sorted(used):
-        meta = views.variants.get(v)
+    used = set(zip(views.summary["method"], views.summary["variant"])) if not views.summary.empty else set()
+    for mv in sorted(used):
+        v = mv[1]
+        meta = views.variants.get(mv)
         if not meta or meta["source"] == "classical":
             continue
         if meta["source"] == "fit":
@@ -78,8 +102,10 @@ def _footnotes(views: Views) -> list[str]:
     if "given" in set(views.summary["suite"]):
         notes.append("suite `given`: the dataset's own LR images; methods fitted per domain use their fit to the run's "
                      "target domain (`--target`), since test images never enter training.")
-    if "oracle" in set(views.summary["method"]):
-        notes.append("`oracle` is told the true degradation (an upper bound) and is never marked best.")
+    for m in sorted(not_competing(views) & set(views.summary["method"])):
+        notes.append(f"`{m}` is told the true degradation (an upper bound) and is never marked best.")
+    if len(views.rendered) > 1:
+        notes.append("Rendered: " + rendered_line(views) + ".")
     return notes
 
 
@@ -94,18 +120,27 @@ def grids(views: Views) -> list[tuple[str, str, int, str, pd.DataFrame, pd.DataF
     if s.empty:
         return out
     for (ds, proto, scale, metric), part in s.groupby(["dataset", "protocol", "scale", "metric"], sort=False):
-        frame = part.pivot_table(index="method", columns="suite", values="value", aggfunc="first", dropna=False)
-        ran = part.pivot_table(index="method", columns="suite", values="n_images", aggfunc="size",
+        part = part.assign(row=row_labels(part))
+        frame = part.pivot_table(index="row", columns="suite", values="value", aggfunc="first", dropna=False)
+        ran = part.pivot_table(index="row", columns="suite", values="n_images", aggfunc="size",
                                fill_value=0).reindex_like(frame).fillna(0) > 0
+        frame.index.name = ran.index.name = "method"
         out.append((ds, proto, int(scale), metric, frame, ran))
     return out
 
 
-def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap) -> pd.DataFrame:
+def row_labels(part: pd.DataFrame) -> pd.Series:
+    """One row per (method, variant): the method's name alone when the table holds one
+    variant of it, ``name (variant)`` when it holds several (a quick fit and a checkpoint)."""
+    n = part.groupby("method")["variant"].transform("nunique")
+    return part["method"].where(n <= 1, part["method"] + " (" + part["variant"] + ")")
+
+
+def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap, skip: set[str] = frozenset()) -> pd.DataFrame:
     text = frame.apply(lambda col: col.map(lambda v: _fmt(metric, v))).astype(object)
     text = text.where(ran, NOT_RUN)
     for col in frame.columns:
-        comp = frame[col].drop([m for m in NOT_COMPETING if m in frame.index]).dropna()
+        comp = frame[col].drop([m for m in frame.index if m.split(" (")[0] in skip]).dropna()
         if len(comp) > 1:
             best = comp.idxmin() if metric in LOWER_BETTER else comp.idxmax()
             text.loc[best, col] = wrap(text.loc[best, col])
@@ -119,7 +154,7 @@ def markdown(views: Views, title: str = "Results") -> str:
         arrow = "↓" if metric in LOWER_BETTER else "↑"
         lines.append(f"### {ds} x{scale} — {METRIC_LABEL.get(metric, metric)} {arrow} ({proto})")
         lines.append("")
-        text = _bold_best(frame, ran, metric, lambda s: f"**{s}**")
+        text = _bold_best(frame, ran, metric, lambda s: f"**{s}**", not_competing(views))
         any_not_run |= not bool(ran.values.all())
         lines.append(tabulate(text.reset_index().values.tolist(), headers=["method", *map(str, text.columns)],
                               tablefmt="github", disable_numparse=True))
@@ -137,7 +172,7 @@ def latex(views: Views) -> str:
     parts = []
     for ds, proto, scale, metric, frame, ran in grids(views):
         arrow = r"$\downarrow$" if metric in LOWER_BETTER else r"$\uparrow$"
-        text = _bold_best(frame, ran, metric, lambda s: rf"\textbf{{{s}}}").replace(NOT_RUN, "--")
+        text = _bold_best(frame, ran, metric, lambda s: rf"\textbf{{{s}}}", not_competing(views)).replace(NOT_RUN, "--")
         cols = "l" + "c" * len(text.columns)
         esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
         rows = [" & ".join([esc(m), *map(str, r)]) + r" \\" for m, r in zip(text.index, text.values.tolist())]
@@ -181,10 +216,10 @@ def runtime_markdown(store: Store) -> str:
 
 
 def write_all(store: Store, out: str | Path, cells: Iterable[CellKey] | None = None,
-              title: str = "UnpairedSR-Bench results") -> dict[str, Path]:
+              title: str = "UnpairedSR-Bench results", run: str | None = None) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    views = summarize(store, cells)
+    views = summarize(store, cells, run)
     paths = {
         "summary": out / "summary.csv",
         "markdown": out / "results.md",
@@ -196,7 +231,8 @@ def write_all(store: Store, out: str | Path, cells: Iterable[CellKey] | None = N
     paths["latex"].write_text(latex(views))
     paths["json"].write_text(json.dumps({
         "runs": views.runs,
-        "variants": views.variants,
+        "variants": list(views.variants.values()),
+        "rendered": views.rendered,
         "metric_notes": views.metric_notes,
         "footnotes": _footnotes(views),
         "summary": json.loads(views.summary.to_json(orient="records")),

@@ -122,7 +122,7 @@ def probing(probe: TrainingProbe) -> Iterator[TrainingProbe]:
 
 def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, desc: str,
                  log_every: int = 10, report: FitReport | None = None) -> FitReport:
-    """Call ``step(i)`` for ``budget.iterations`` (or until ``budget.seconds``), with a progress bar."""
+    """Call ``step(i)`` for ``budget.iterations``, with a progress bar."""
     report = report or FitReport()
     start = time.perf_counter()
     disable = os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1"
@@ -140,9 +140,6 @@ def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, 
         report.iterations = i + 1
         if probe is not None:
             probe.after_step(desc)
-        if budget.seconds and time.perf_counter() - start > budget.seconds:
-            report.notes.append(f"stopped at the {budget.seconds:g}s cap after {i + 1} iterations")
-            break
     bar.close()
     report.wall_s += time.perf_counter() - start
     return report
@@ -156,7 +153,10 @@ def to_batch(images: Sequence[np.ndarray]) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 # perceptual losses: real VGG when its ImageNet weights are present, else a stand-in
 # ---------------------------------------------------------------------------
-VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's ImageNet VGG19; sha256 starts with dcbb9e9d
+VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's ImageNet VGG19
+#: torchvision names hub files "<name>-<first 8 hex of sha256>.pth" and publishes only that prefix
+VGG19_SHA256_PREFIX = "dcbb9e9d"
+EXPECTED_PREFIX = {VGG19_FILE: VGG19_SHA256_PREFIX}
 
 
 def find_weight_file(name: str, weights_dir: str | Path | None = None) -> Path | None:
@@ -169,6 +169,29 @@ def find_weight_file(name: str, weights_dir: str | Path | None = None) -> Path |
         if c.is_file():
             return c
     return None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_weight_file(name: str, weights_dir: str | Path | None, *, verify: bool = True) -> tuple[Path | None, str]:
+    """(path or None, sha256 or 'absent') of an ImageNet weight file; a file whose digest
+    does not match the published prefix is refused with one line (``verify=False`` is for
+    tests with stand-in files only)."""
+    path = find_weight_file(name, weights_dir)
+    if path is None:
+        return None, "absent"
+    digest = file_sha256(path)
+    expected = EXPECTED_PREFIX.get(name)
+    if verify and expected and not digest.startswith(expected):
+        raise BenchError(f"{path} has sha256 {digest[:16]}..., but {name} must start with {expected}: it is not "
+                         f"torchvision's file; replace it with the original or remove it from --weights-dir")
+    return path, digest
 
 
 def _laplacian_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
@@ -190,17 +213,27 @@ class PerceptualLoss(nn.Module):
     The ``paper`` profile requires the real weights and raises naming the file.
     """
 
-    def __init__(self, profile: str, weights_dir: str | Path | None = None, layer: int = 35):
+    def __init__(self, profile: str, weights_dir: str | Path | None = None, layer: int = 35, *,
+                 verify: bool = True):
         super().__init__()
-        path = find_weight_file(VGG19_FILE, weights_dir)
+        path, _ = resolve_weight_file(VGG19_FILE, weights_dir, verify=verify)
         self.stand_in: str | None = None
         self.vgg: nn.Module | None = None
+        #: the file the loss was built from (None: the stand-in)
+        self.weights_path: Path | None = path
         if path is not None:
-            import torchvision
+            from torchvision.models import vgg as tv_vgg
 
-            vgg = torchvision.models.vgg19()
-            vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            self.vgg = vgg.features[:layer].eval()
+            from .adapter import load_state_dict_checked, load_torch_file
+
+            # only the convolutional trunk is used: build and load just that (the full file's
+            # classifier holds 120M parameters nobody reads here)
+            features = tv_vgg.make_layers(tv_vgg.cfgs["E"])
+            state = load_torch_file(path)
+            trunk = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} \
+                if isinstance(state, Mapping) else state
+            load_state_dict_checked(features, trunk, what=f"VGG19 weights {path}")
+            self.vgg = features[:layer].eval()
             for p in self.vgg.parameters():
                 p.requires_grad = False
             self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))

@@ -36,9 +36,8 @@ def run_stages(stages: Sequence[Stage], budget: Budget, *, desc: str, report: Fi
     for stage in stages:
         if stage.iterations <= 0:
             continue
-        cap = budget.seconds * stage.iterations / total if budget.seconds else None
         start_row = len(report.history)
-        run_training(stage.step, dataclasses.replace(budget, iterations=stage.iterations, seconds=cap),
+        run_training(stage.step, dataclasses.replace(budget, iterations=stage.iterations),
                      desc=f"{desc} [{stage.name}]", report=report)
         for row in report.history[start_row:]:
             row["iteration"] += done

@@ -8,6 +8,8 @@ from bench.adapter import Method, MethodInfo, register_method
 
 @register_method
 class Bicubic(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
     info = MethodInfo(
         name="bicubic",
         title="Bicubic interpolation (MATLAB imresize)",

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
     BenchError,
     Budget,
     CheckpointError,
@@ -437,6 +438,8 @@ class PairPatchSampler(PatchSampler):
 # ---------------------------------------------------------------------------
 @register_method
 class CDSRMethod(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
     info = MethodInfo(
         name="cdsr",
         title="Joint Learning Content and Degradation Aware Feature for Blind Super-Resolution",
@@ -477,8 +480,10 @@ class CDSRMethod(Method):
     c_weight = 1.0       # contrastive weight (--c_weight)
     train_noise = 0.0    # --noise of the README command (noise-free model)
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu", **arch: int):
-        super().__init__(scale, profile=profile, device=device)
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, **arch: int):
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         unknown = set(arch) - set(CDSRArch.__dataclass_fields__)
         if unknown:
             raise BenchError(f"cdsr: unknown architecture options {sorted(unknown)}; "

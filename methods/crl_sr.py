@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
     BenchError,
     Budget,
     FitReport,
@@ -224,6 +225,8 @@ def conditional_contrastive(p_sr: torch.Tensor, p_hr: torch.Tensor, p_cond: torc
 # ---------------------------------------------------------------------------
 @register_method
 class CRLSR(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
     info = MethodInfo(
         name="crl-sr",
         title="Blind Image Super-Resolution via Contrastive Representation Learning",
@@ -254,8 +257,10 @@ class CRLSR(Method):
     noise_range = (0.0, 25.0)  # [inferred] AWGN on 0..255
     sv_fraction = 0.5   # [inferred] share of spatially variant training images
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu", **arch: int):
-        super().__init__(scale, profile=profile, device=device)
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, **arch: int):
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         unknown = set(arch) - set(CRLArch.__dataclass_fields__)
         if unknown:
             raise BenchError(f"crl-sr: unknown architecture options {sorted(unknown)}; "

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
+    sha256_file,
     BenchError,
     Budget,
     CheckpointInfo,
@@ -353,6 +355,8 @@ class Recipe:
 
 @register_method
 class DAA(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
     info = MethodInfo(
         name="daa",
         title="DAA: Blind Image Super-Resolution with Degradation-Aware Adaptation",
@@ -366,7 +370,7 @@ class DAA(Method):
         ),
         gaps=(
             ("DAA fine-tunes an IMDN x4 pre-trained on bicubic LR (IMDN_x4.pth, not downloadable here): pass "
-             "imdn_init=PATH to use it; otherwise the first 20% of the fit budget pre-trains the plain IMDN on "
+             "--init daa=PATH (imdn_init=PATH in code) to use it; otherwise the first 20% of the fit budget pre-trains the plain IMDN on "
              "bicubic pairs of the source pool (a short stand-in for the 1M-iteration IMDN training)."),
             "Only x4 is released and supported.",
             ("Region choice is a hard argmax; outputs can differ from the official ones in small patches where two guide "
@@ -388,14 +392,17 @@ class DAA(Method):
     }
     recipe: ClassVar[Recipe] = Recipe()
 
-    def __init__(self, scale: int = 4, *, profile: str = "quick", device="cpu", nf: int | None = None,
+    def __init__(self, scale: int = 4, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, nf: int | None = None,
                  num_modules: int | None = None, enc_width: int | None = None, imdn_init: str | Path | None = None):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         a, b, c = ARCH[profile]
         self.arch = {"nf": nf or a, "num_modules": num_modules or b, "enc_width": enc_width or c}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # deterministic initial weights
             self.net = BlindSR(scale, **self.arch).to(self.device)
+        imdn_init = imdn_init or self.context.init_file(self.info.name)  # --init daa=IMDN_x4.pth
         self.imdn_init = Path(imdn_init) if imdn_init else None
         if self.imdn_init:
             self.load_imdn(self.imdn_init)
@@ -406,7 +413,8 @@ class DAA(Method):
 
     def extra_fingerprint(self) -> str:
         a = self.arch
-        init = f"-init{self.imdn_init.name}" if self.imdn_init else ""
+        # by content: two files of one name are two starting points
+        init = f"-init{sha256_file(self.imdn_init)[:16]}" if self.imdn_init else ""
         return f"nf{a['nf']}-m{a['num_modules']}-e{a['enc_width']}{init}"
 
     # -- inference --------------------------------------------------------

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
+    MethodVariant,
     BenchError,
     Budget,
     CheckpointInfo,
@@ -358,6 +360,8 @@ class Recipe:
 
 @register_method
 class DASRWang(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
     info = MethodInfo(
         name="dasr-wang",
         title="DASR: Unsupervised Degradation Representation Learning for Blind Super-Resolution",
@@ -393,11 +397,19 @@ class DASRWang(Method):
         "paper": Budget(iterations=600_000, batch_size=32, patch_size=48, lr=1e-4),
     }
     recipe: ClassVar[Recipe] = Recipe()
+    variants = {
+        "": MethodVariant("", "isotropic Gaussian kernels, noise-free (the iso releases)",
+                          (("degradation", "iso"),), ("_bicubic_iso/",)),
+        "aniso": MethodVariant("aniso", "anisotropic Gaussian kernels with noise U[0,25] (the x4 aniso release)",
+                               (("degradation", "aniso"),), ("blindsr_x4_bicubic_aniso/",)),
+    }
 
-    def __init__(self, scale: int, *, profile: str = "quick", device="cpu", degradation: str = "iso",
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, degradation: str = "iso",
                  n_groups: int | None = None, n_blocks: int | None = None, n_feats: int | None = None,
                  enc_width: int | None = None, queue_size: int = 32 * 256):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         self.degradation = training_degradation(degradation, scale)
         g, b, f, e = ARCH[profile]
         self.arch = {"n_groups": n_groups or g, "n_blocks": n_blocks or b, "n_feats": n_feats or f,

@@ -27,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+from bench.adapter import (
+    MethodContext,BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, torch_generator
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, torch_generator
 from methods.fssr import (FS_TYPES, FilterLow, FSDiscriminator, ResidualBlock, arch_with, bce, check_unpaired,
                           esrgan_init_, fresh_training_dict, identity, linear_decay, multistep, release_pair,
                           residual_dense, run_stage, scaled_milestones, seeded, split_iterations, truncate_uint8,
@@ -218,6 +219,9 @@ _DWT_BUFFERS = ("DWT2.",)
 
 @register_method
 class DASRWei(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     """DASR (Wei et al.): DSN degradation, domain-distance maps, distance-weighted SRN training."""
 
     info = MethodInfo(
@@ -262,13 +266,15 @@ class DASRWei(Method):
     LOSS_OWNERS = {"dsn/col": "dsn", "dsn/tex": "dsn", "dsn/per": "dsn", "dsn/d": "dsn_d",
                    "srn/pix": "srn", "srn/ll": "srn", "srn/per": "srn", "srn/gan": "srn", "srn/d": "srn_d"}
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu",
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None,
                  weights_dir: str | Path | None = None, **arch):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         self.arch = arch_with(DASR_WEI_ARCH[profile], arch, "dasr-wei")
         if self.arch.fs_type not in FS_TYPES:
             raise BenchError(f"dasr-wei: fs_type {self.arch.fs_type!r} unknown; choose one of {', '.join(FS_TYPES)}")
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
         self.dsn = seeded(0, lambda: DSN(scale, a.dsn_blocks, a.dsn_feats)).to(self.device)
         self.dsn_d = seeded(2, lambda: FSDiscriminator(a.fs_type, a.fs_kernel, a.d_width, "instance")).to(self.device)
@@ -349,7 +355,7 @@ class DASRWei(Method):
             col = None if a.fs_type == "wavelet" else FilterLow(a.fs_kernel, padding=False, gaussian=a.fs_type == "gau")
             self._train = {
                 "srn_d": seeded(seed + 12, lambda: PatchDiscriminator(9, a.srn_d_width, 2)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+                "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
             }
             if col is not None:
                 self._train["col_filter"] = col

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method
+from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method, MethodContext
 from bench.train import PairedPatchSampler, adam, run_training, torch_generator
 
 from ._blocks import EDSR
@@ -23,6 +23,8 @@ ARCH = {"smoke": (2, 16), "quick": (8, 48), "paper": (16, 64)}
 
 class EDSRTrained(Method):
     """Shared body of the supervised EDSR baselines; subclasses choose the pairs."""
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
 
     budgets = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=16),
@@ -32,9 +34,11 @@ class EDSRTrained(Method):
     #: noisy suites: how many LR versions (noise draws) of each source image to make
     pair_draws = 4
 
-    def __init__(self, scale: int, *, profile: str = "quick", device="cpu", n_resblocks: int | None = None,
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, n_resblocks: int | None = None,
                  n_feats: int | None = None):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         nb, nf = ARCH[profile]
         self.n_resblocks, self.n_feats = n_resblocks or nb, n_feats or nf
         with torch.random.fork_rng(devices=[]):

@@ -57,10 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (Budget, CheckpointError, FitReport, Method, MethodInfo, TrainingData,
+from bench.adapter import (
+    MethodContext,Budget, CheckpointError, FitReport, Method, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
 from methods.fssr import (RDB, FSDiscriminator, ResidualBlock, RRDBNet, VGGDiscriminator, arch_with,
                           check_unpaired, multistep, ragan_d, ragan_g, run_stage, scaled_milestones, seeded,
                           split_iterations)
@@ -225,6 +226,9 @@ FCA_SCALES = (1.2, 3.5)
 
 @register_method
 class FCA(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     """Frequency Consistent Adaptation: learned kernel after bicubic, FDC + wavelet GAN, ESRGAN on the pairs."""
 
     info = MethodInfo(
@@ -264,11 +268,13 @@ class FCA(Method):
                    "fdc/down": "generator", "fdc/self": "generator", "fdc/up": "generator", "wd/g": "generator",
                    "wd/d": "wd", "sr/pix": "sr", "sr/fea": "sr", "sr/gan": "sr", "sr/d": "sr_d"}
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu",
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None,
                  weights_dir: str | Path | None = None, **arch):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         self.arch = arch_with(FCA_ARCH[profile], arch, "fca")
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
         self.generator = seeded(0, lambda: AdaptationGenerator(scale, KernelEstimator(
             a.est_width, a.est_branch, a.est_dense, a.est_res, a.kernel_size, a.kernel_prior_sigma))).to(self.device)
@@ -320,7 +326,7 @@ class FCA(Method):
                 "fdc": seeded(seed + 11, lambda: FrequencyDensityComparator(a.fdc_width, a.fdc_branch)),
                 "wd": seeded(seed + 12, lambda: FSDiscriminator("wavelet", width=a.wd_width, norm="batch")),
                 "sr_d": seeded(seed + 13, lambda: VGGDiscriminator(3, a.vgg_d_width)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+                "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
             }
             for m in self._train.values():
                 m.to(self.device)

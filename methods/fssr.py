@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+from bench.adapter import (
+    MethodContext,BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, run_training, torch_generator
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, run_training, torch_generator
 
 # ---------------------------------------------------------------------------
 # generic pieces (shared with dasr_wei.py and fca.py)
@@ -417,9 +418,8 @@ def split_iterations(total: int, fractions: Sequence[float]) -> list[int]:
 
 
 def stage_budget(budget: Budget, iterations: int) -> Budget:
-    """One stage's share of a budget: its iterations, and the wall-clock cap in proportion."""
-    seconds = budget.seconds * iterations / max(1, budget.iterations) if budget.seconds else None
-    return dataclasses.replace(budget, iterations=iterations, seconds=seconds)
+    """One stage's share of a budget: its iterations."""
+    return dataclasses.replace(budget, iterations=iterations)
 
 
 def run_stage(step: Callable[[int], Mapping[str, float]], budget: Budget, iterations: int, desc: str,
@@ -494,6 +494,9 @@ FSSR_W = {"dsgan/col": 1.0, "dsgan/tex": 0.005, "dsgan/per": 0.01,
 
 @register_method
 class FSSR(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     """DSGAN degradation + ESRGAN-FS super-resolution, trained with frequency separation."""
 
     info = MethodInfo(
@@ -537,11 +540,13 @@ class FSSR(Method):
     LOSS_OWNERS = {"dsgan/col": "dsgan", "dsgan/tex": "dsgan", "dsgan/per": "dsgan", "dsgan/d": "dsgan_d",
                    "sr/pix": "sr", "sr/fea": "sr", "sr/gan": "sr", "sr/d": "sr_d"}
 
-    def __init__(self, scale: int, *, profile: str = "quick", device: str | torch.device = "cpu",
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None,
                  weights_dir: str | Path | None = None, **arch):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         self.arch = arch_with(FSSR_ARCH[profile], arch, "fssr")
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
         self.dsgan = seeded(0, lambda: DSGANGenerator(a.dsgan_blocks, a.dsgan_feats)).to(self.device)
         self.sr = seeded(1, lambda: RRDBNet(a.nf, a.nb, a.gc)).to(self.device)
@@ -599,7 +604,7 @@ class FSSR(Method):
                 "col_filter": FilterLow(a.fs_kernel, padding=False),                       # DSGAN colour loss
                 "sr_low": FilterLow(a.sr_fs_kernel, padding=True, include_pad=True),        # ESRGAN-FS filters.py
                 "sr_high": FilterHigh(a.sr_fs_kernel, include_pad=True),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+                "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
             }
             for m in self._train.values():
                 m.to(self.device)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
     BenchError,
     Budget,
     CheckpointError,
@@ -39,6 +40,7 @@ from bench.adapter import (
 )
 from bench.degrade.resize import imresize_torch
 from bench.train import (
+    VGG19_FILE,
     PatchSampler,
     PerceptualLoss,
     adam,
@@ -317,6 +319,9 @@ GEN_FILES = {"deresnet": "DeResnet/checkpoints/last_iteration.tar", "han": "han/
 
 @register_method
 class MSSR(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="mssr",
         title="MSSR: Learning Multiple Probabilistic Degradation Generators for Unsupervised Real World Image "
@@ -362,18 +367,21 @@ class MSSR(Method):
         "paper": Budget(iterations=1_000_000, batch_size=1, patch_size=32, lr=1e-5),
     }
 
-    def __init__(self, scale: int, *, profile: str = "quick", device="cpu", rrdb_nf: int | None = None,
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, rrdb_nf: int | None = None,
                  rrdb_nb: int | None = None, rrdb_gc: int | None = None, deres_nf: int | None = None,
                  deres_nb: int | None = None, han_nf: int | None = None, han_nb: int | None = None,
                  d_nf: int | None = None, weights_dir: str | None = None):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         a = dict(ARCH[profile])
         overrides = {"rrdb_nf": rrdb_nf, "rrdb_nb": rrdb_nb, "rrdb_gc": rrdb_gc, "deres_nf": deres_nf,
                      "deres_nb": deres_nb, "han_nf": han_nf, "han_nb": han_nb, "d_nf": d_nf}
         for key, val in overrides.items():
             if val is not None:
                 a[key] = val
-        self.arch, self.weights_dir = a, weights_dir
+        self.arch = a
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # deterministic initial weights, independent of the global RNG
             self.g1 = RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"], a["rrdb_gc"], scale=scale)
@@ -404,7 +412,7 @@ class MSSR(Method):
 
     def percep(self) -> PerceptualLoss:
         if self._percep is None:
-            self._percep = PerceptualLoss(self.profile, self.weights_dir).to(self.device)
+            self._percep = PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights).to(self.device)
         return self._percep
 
     # -- inference -------------------------------------------------------

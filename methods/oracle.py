@@ -15,6 +15,7 @@ class Oracle(EDSRTrained):
         citation="Lim et al., CVPRW 2017 (network); pairs from the benchmark's own degradation suites",
         family="baseline",
         scales=(2, 3, 4),
+        upper_bound=True,
         notes=("Receives TrainingData.degradation, which no other method gets: an upper bound, not a competitor.",),
     )
 

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
+    MethodVariant,
     BenchError,
     Budget,
     CheckpointError,
@@ -36,6 +38,7 @@ from bench.adapter import (
     register_method,
 )
 from bench.train import (
+    VGG19_FILE,
     PatchSampler,
     PerceptualLoss,
     adam,
@@ -280,6 +283,9 @@ MAX_GRAD_NORM = 50.0
 
 @register_method
 class PDM(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="pdm",
         title="PDM: Learning the Degradation Distribution for Blind Image Super-Resolution",
@@ -327,12 +333,21 @@ class PDM(Method):
         "paper": Budget(iterations=200_000, batch_size=32, patch_size=32, lr=2e-4),
     }
 
-    def __init__(self, scale: int, *, profile: str = "quick", device="cpu", sr: str = "edsr", deg: str | None = None,
+    variants = {
+        "": MethodVariant("", "EDSR-baseline SR network, L1 only (psnr/2020Track1.yml)", (("sr", "edsr"),),
+                          ("2020Track1-PSNR.pt",)),
+        "rrdb": MethodVariant("rrdb", "RRDBNet SR network with the perceptual stage (percep/2020Track1.yml)",
+                              (("sr", "rrdb"),), ("PDM_Real_ESRGAN.pth",)),
+    }
+
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, sr: str = "edsr", deg: str | None = None,
                  n_feats: int | None = None, n_blocks: int | None = None, grow: int | None = None,
                  deg_nf: int | None = None, deg_nb: int | None = None, noise_nf: int | None = None,
                  noise_nb: int | None = None, d_nf: int | None = None, d_nb: int | None = None,
                  weights_dir: str | None = None):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         if sr not in SR_FILES:
             raise BenchError(f"pdm: sr={sr!r} is not a PDM release; choose 'edsr' or 'rrdb'")
         deg = deg or DEFAULT_DEG[sr]
@@ -352,7 +367,7 @@ class PDM(Method):
                                     nb=nspec.nb if a["noise_nb"] is None else a["noise_nb"])
         a.update(deg_nf=kspec.nf, deg_nb=kspec.nb, noise_nf=nspec.nf, noise_nb=nspec.nb)
         self.sr_kind, self.deg_kind, self.arch = sr, deg, a
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # deterministic initial weights, independent of the global RNG
             if sr == "edsr":
@@ -382,7 +397,7 @@ class PDM(Method):
 
     def percep(self) -> PerceptualLoss:
         if self._percep is None:
-            self._percep = PerceptualLoss(self.profile, self.weights_dir).to(self.device)
+            self._percep = PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights).to(self.device)
         return self._percep
 
     # -- inference -------------------------------------------------------

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    MethodContext,
     BenchError,
     Budget,
     CheckpointError,
@@ -36,7 +37,7 @@ from bench.adapter import (
     load_torch_file,
     register_method,
 )
-from bench.train import PatchSampler, PerceptualLoss, run_training, set_requires_grad, torch_generator
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, run_training, set_requires_grad, torch_generator
 
 
 # ---------------------------------------------------------------------------
@@ -256,6 +257,9 @@ IGNORED_ENTRIES = ("epoch", "model_Disc_feat", "model_Disc_img_LR", "model_Disc_
 
 @register_method
 class USRDA(Method):
+    #: bump on any change that changes outputs or fits (see Method.code_version)
+    code_version = "1"
+    weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="usr-da",
         title="USR-DA: unsupervised real-world SR by feature-domain adaptation",
@@ -314,17 +318,19 @@ class USRDA(Method):
         "paper": Budget(iterations=500_000, batch_size=8, patch_size=128, lr=1e-4),
     }
 
-    def __init__(self, scale: int, *, profile: str = "quick", device="cpu", n_feats: int | None = None,
+    def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,
+                 device: str | torch.device | None = None, n_feats: int | None = None,
                  dec_feats: int | None = None, grow: int | None = None, n_blocks: int | None = None,
                  n_blocks_id: int | None = None, disc_width: int | None = None,
                  weights_dir: str | Path | None = None, init_seed: int = 0):
-        super().__init__(scale, profile=profile, device=device)
+        super().__init__(scale, context, profile=profile, device=device)
+        profile = self.profile
         given = dict(n_feats=n_feats, dec_feats=dec_feats, grow=grow, n_blocks=n_blocks,
                      n_blocks_id=n_blocks_id, disc_width=disc_width)
         self.arch = dataclasses.replace(ARCH[profile], **{k: v for k, v in given.items() if v is not None})
         self.weights = USRDAWeights()
         self.schedule = USRDASchedule()
-        self.weights_dir = weights_dir
+        self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)  # deterministic initial weights; constructor order as train.py
@@ -409,7 +415,7 @@ class USRDA(Method):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=g)))
             self.discs = Discriminators(self.arch.n_feats, patch_size, self.scale, self.arch.disc_width)
         self.discs.to(self.device).train()
-        self.percept = PerceptualLoss(self.profile, self.weights_dir).to(self.device)
+        self.percept = PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights).to(self.device)
 
     def source_lr(self, y_s: torch.Tensor) -> torch.Tensor:
         """x_s: the reference's nn.Upsample(scale_factor=1/4, mode='bicubic') (no antialiasing)."""

@@ -163,7 +163,9 @@ def produce(todo: list[TablePlan], skipped: list[tuple[str, str]], opts: Options
     if runs:
         paths = write_all(store, out, all_cells, title="UnpairedSR-Bench paper tables: all cells")
         extra = [paths["summary"], paths["markdown"]]
-    variants, cells_status, metric_notes = store.variants(), store.cells(), store.metric_notes()
+    # fit and checkpoint variants are unique across methods; classical ones ('-') carry no model
+    variants = {v: meta for (_, v), meta in store.variants().items()}
+    cells_status, metric_notes = store.cells(), store.metric_notes()
     sections, used, gaps, failures = [], set(), {}, []
     for r in runs:
         plan, spec = r.plan, r.plan.spec

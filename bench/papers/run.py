@@ -194,7 +194,7 @@ def run_table(plan: TablePlan, opts: Options, *, log: Callable[[str], None] = pr
                 runner = Runner(rs, log=log)
                 runner.run()
                 result.run_ids.append(runner.run_id)
-                result.cells += [CellKey(*k) for k in getattr(runner, "planned_keys", [])]
+                result.cells += list(runner.planned)
                 result.failures += runner.failures
                 runner.store.close()
     result.cells = list(dict.fromkeys(result.cells))
