@@ -363,7 +363,9 @@ class Registry:
         if not isinstance(getattr(cls, "info", None), MethodInfo):
             raise TypeError(f"{cls.__name__} needs a class attribute `info = MethodInfo(...)`")
         name = cls.info.name
-        if name in self._classes and self._classes[name] is not cls:
+        old = self._classes.get(name)
+        reloaded = old is not None and (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
+        if old is not None and old is not cls and not reloaded:  # a reloaded module replaces its own class
             raise ValueError(f"method name {name!r} registered twice ({self._classes[name].__module__}, {cls.__module__})")
         self._classes[name] = cls
         return cls

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -213,7 +214,8 @@ class Runner:
         self.out = Path(spec.out)
         self.cache = self.out / "cache"
         self.store = Store(self.out / "results.sqlite")
-        self.run_id = time.strftime("%Y%m%d-%H%M%S-") + spec.hash()[:8]
+        # the clock names the run for people; the random part keeps two runs of one second apart
+        self.run_id = time.strftime("%Y%m%d-%H%M%S-") + spec.hash()[:8] + "-" + uuid.uuid4().hex[:6]
         self.checkpoints = dict(spec.checkpoints)
         self.failures: list[str] = []
         self._models: dict[tuple[str, int, str], Model] = {}
