@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .adapter import BenchError
 
-COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves")
+COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves", "repair")
 
 EPILOG = """\
 examples:
@@ -31,7 +31,7 @@ Results go to --out (default results/): results.sqlite (the store), summary.csv
 (method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
 results.tex, results.json, runtime.md. A second run computes only what is missing.
 
-other commands: check-adapter, timing, degrade, tables, paper, fidelity, curves (each has --help)
+other commands: check-adapter, timing, degrade, tables, repair, paper, fidelity, curves (each has --help)
 """
 
 
@@ -114,6 +114,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None,
                    help="upscale in tiles of this many LR pixels (automatic on out-of-memory)")
     p.add_argument("--no-timing", action="store_true", help="skip the runtime measurement")
+    p.add_argument("--recompute", action="append", default=[], metavar="PATTERN",
+                   help="compute matching cells again even if stored: shell pattern over METHOD/DATASET/SUITE/xSCALE, "
+                        "e.g. 'bicubic/*' or '*/Set5/noise*/x4'; repeatable")
     p.add_argument("--list", choices=("methods", "suites", "datasets", "metrics"), default=None,
                    help="list what is available and exit")
     return p
@@ -163,7 +166,7 @@ def spec_from_args(a: argparse.Namespace, **over):
         init=_pairs(a.init, "--init"),
         adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
         tile=getattr(a, "tile", None), target=getattr(a, "target", "mixed"),
-        suite_file=getattr(a, "suite_file", None), **over,
+        suite_file=getattr(a, "suite_file", None), recompute=tuple(getattr(a, "recompute", ())), **over,
     )
 
 
@@ -185,6 +188,7 @@ def cmd_run(argv: list[str]) -> int:
     runner = Runner(spec, log=lambda s: print(s, flush=True))
     code = runner.run()
     paths = write_all(runner.store, spec.out, runner.planned or None)
+    runner.store.close()
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     print(f"done in {time.perf_counter() - t0:.1f}s")
     if runner.failures:
@@ -271,6 +275,19 @@ def cmd_degrade(argv: list[str]) -> int:
     return 0
 
 
+def writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (tried, not guessed: root passes every
+    permission check, but not a read-only mount)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def cmd_tables(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run_bench.py tables",
                                 description="Re-render the tables from a results store. A cell whose inputs changed "
@@ -279,6 +296,8 @@ def cmd_tables(argv: list[str]) -> int:
     p.add_argument("--out", default="results")
     p.add_argument("--run", default=None, metavar="RUN_ID",
                    help="render only the cells written by this run (run ids are listed in results.json)")
+    p.add_argument("--to", default=None, metavar="DIR",
+                   help="write the tables here instead of --out (for a store on read-only media)")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)
     from .store import Store
@@ -287,16 +306,39 @@ def cmd_tables(argv: list[str]) -> int:
     db = Path(a.out) / "results.sqlite"
     if not db.exists():
         raise BenchError(f"no results store at {db}; run the benchmark with --out {a.out} first")
-    store = Store(db)
+    dest = Path(a.to or a.out)
+    # a store on read-only media is opened in SQLite's immutable mode, which writes nothing
+    store = Store(db, readonly=not writable(db.parent))
+    if not writable(dest):
+        raise BenchError(f"cannot write tables to {dest}: it is not writable; pass --to A_WRITABLE_FOLDER")
     runs = [r["run_id"] for r in store.runs()]
     if a.run and a.run not in runs:
         from .adapter import unknown_name
 
         raise BenchError(unknown_name("run", a.run, runs))
-    paths = write_all(store, a.out, run=a.run)
+    paths = write_all(store, dest, run=a.run)
     print(f"rendered {rendered_line(summarize(store, run=a.run))}")
     for path in paths.values():
         print(path)
+    return 0
+
+
+def cmd_repair(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run_bench.py repair",
+                                description="Copy every readable record of a damaged results store into a new "
+                                            "store; the damaged file is only read, never changed.")
+    p.add_argument("--out", required=True, help="folder of the damaged results.sqlite")
+    p.add_argument("--to", required=True, help="new folder for the repaired store (must not hold one)")
+    p.add_argument("--debug", action="store_true")
+    a = p.parse_args(argv)
+    from .store import repair
+
+    src, dest = Path(a.out) / "results.sqlite", Path(a.to) / "results.sqlite"
+    if not src.exists():
+        raise BenchError(f"no results store at {src}")
+    counts = repair(src, dest)
+    print(f"copied into {dest}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    print(f"render its tables with: run_bench.py tables --out {a.to}")
     return 0
 
 
@@ -319,7 +361,7 @@ def cmd_curves(argv: list[str]) -> int:
 
 
 HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
-            "tables": cmd_tables, "paper": cmd_paper}
+            "tables": cmd_tables, "paper": cmd_paper, "repair": cmd_repair}
 
 
 def main(argv: list[str] | None = None) -> int:

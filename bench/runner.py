@@ -8,6 +8,7 @@ a half-written cache entry), and writes each finished cell in one transaction.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import traceback
+import errno
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ from .adapter import (
     split_name,
     unknown_name,
 )
-from .store import CellKey, Store
+from .store import CellKey, Store, StoreError, matches
 from .train import TRAIN_CODE_VERSION
 
 #: Suites run on the embedded default (issue 3): methods fitted per scale or not at all
@@ -58,7 +60,8 @@ GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 
 #: training pool per profile: (source HR images, target LR images, HR side)
 POOLS = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
-LR_CACHE_VERSION = "2"  # 2: keyed by the suite's fingerprint (its steps), not its name
+LR_CACHE_VERSION = "2"
+CLAIM_POLL_S = 2.0  # how often a run re-reads cells another run is computing  # 2: keyed by the suite's fingerprint (its steps), not its name
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class RunSpec:
     init: tuple[tuple[str, str], ...] = ()  # (method, file): pretrained starting points
     precision: str = "fp32"
     verify_weights: bool = True  # sha256 of ImageNet weight files; off only in tests with stand-ins
+    recompute: tuple[str, ...] = ()  # method/dataset/suite/xSCALE patterns computed again even if stored
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,6 +97,7 @@ class RunSpec:
     def hash(self) -> str:
         d = self.to_dict()
         d.pop("jobs")  # how many workers does not change any number
+        d.pop("recompute")  # nor does forcing a recomputation
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -339,12 +344,17 @@ class Runner:
 
     def _fit_cached(self, model: Model, meta: dict) -> None:
         folder = self.fit_folder(meta)
-        ckpt = folder / "model"
-        report_path = folder / "fit.json"
         data: TrainingData = meta["data"]
         leaked = data.ids & self.test_ids
         if leaked:  # make_training_data already refuses this; the runner checks again before any fit
             raise BenchError(f"training data for {model.method.info.name} contains test images {sorted(leaked)[:3]}")
+        with fit_lock(folder, self.log):
+            self._fit_or_load(model, meta, folder)
+
+    def _fit_or_load(self, model: Model, meta: dict, folder: Path) -> None:
+        ckpt = folder / "model"
+        report_path = folder / "fit.json"
+        data: TrainingData = meta["data"]
         if report_path.exists():
             model.method.load_checkpoint(ckpt)
             rep = json.loads(report_path.read_text())
@@ -445,6 +455,7 @@ class Runner:
         datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
         self.test_ids = frozenset(i.id for ds in datasets for i in ds.items)
         cells = plan_cells(spec, names, datasets, spec.scales)
+        self.check_before_work(names, datasets, cells)
         prov = provenance(spec, self.device)
         prov["datasets"] = {ds.name: {"layout": ds.layout, "root": ds.root, "n_images": len(ds.items),
                                       "manifest": ds.manifest_hash()} for ds in datasets}
@@ -469,21 +480,86 @@ class Runner:
             key = self.cell_key(c.method, variant, ds, c.suite, c.scale)
             self.planned.append(key)
             versions = {m: metrics[(m, c.scale)].spec.version for m in wanted}
-            missing = [m for m in wanted if m not in self.store.done_metrics(key, versions)]
+            forced = bool(spec.recompute) and matches(key, spec.recompute)
+            missing = wanted if forced else [m for m in wanted if m not in self.store.done_metrics(key, versions)]
             if missing:
                 todo.append((c, key, missing))
         self.log(f"{len(cells)} cells planned, {len(cells) - len(todo)} already in {self.store.path}, "
                  f"{len(todo)} to compute (device {self.device}, profile {spec.profile})")
-        bar = tqdm(todo, desc="cells", dynamic_ncols=True, disable=os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1")
-        for c, key, missing in bar:
-            bar.set_postfix_str(f"{c.method} {c.dataset} {c.suite} x{c.scale}")
-            self._run_cell(c, key, missing, by_name[c.dataset], metrics)
-        bar.close()
+        try:
+            self._compute(todo, by_name, metrics)
+        finally:
+            self.store.release_claims()
         if spec.timing:
             self._time_models(names, datasets)
         status = "failed" if self.failures else "done"
         self.store.end_run(self.run_id, status)
         return 1 if self.failures else 0
+
+    def _compute(self, todo: list, by_name: dict, metrics: dict) -> None:
+        """Every cell of ``todo`` once: a cell another live process has claimed is left to it,
+        and its result is picked up from the store when that process writes it."""
+        bar = tqdm(total=len(todo), desc="cells", dynamic_ncols=True,
+                   disable=os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1")
+        computed, picked, waiting = 0, 0, list(todo)
+        announced = False
+        while waiting:
+            still = []
+            for c, key, missing in waiting:
+                bar.set_postfix_str(f"{c.method} {c.dataset} {c.suite} x{c.scale}")
+                need = {m: metrics[(m, c.scale)].spec.version for m in missing}
+                forced = bool(self.spec.recompute) and matches(key, self.spec.recompute)
+                got = self.store.claim(key, self.run_id, need, force=forced)
+                if got == "busy":
+                    still.append((c, key, missing))
+                    continue
+                if got == "done":
+                    picked += 1  # another run on this --out stored it meanwhile
+                else:
+                    self._run_cell(c, key, missing, by_name[c.dataset], metrics)
+                    computed += 1
+                bar.update()
+            waiting = still
+            if waiting:
+                if not announced:
+                    self.log(f"{len(waiting)} cell(s) are being computed by another run on {self.out}; "
+                             "waiting for them")
+                    announced = True
+                time.sleep(CLAIM_POLL_S)
+        bar.close()
+        self.log(f"computed {computed} cell(s)" + (f", {picked} picked up from another run" if picked else ""))
+
+    def check_before_work(self, names: Sequence[str], datasets, cells: Sequence[Cell]) -> None:
+        """What would otherwise fail after minutes or hours of work, refused before any of it."""
+        from .metrics import METRICS
+        from .train import resolve_weight_file
+
+        spec = self.spec
+        if not cells:
+            supported = {n: resolve_variant(n)[0].info.scales for n in names}
+            raise BenchError(
+                f"--scales {','.join(map(str, spec.scales))} plans no cells: "
+                + "; ".join(f"{n} supports {','.join(f'x{s}' for s in sc)}" for n, sc in supported.items())
+                + "; or the datasets have no images at these scales")
+        for ds in datasets:
+            if not ds.has_hr and all(METRICS[m].full_reference for m in spec.metrics):
+                raise BenchError(
+                    f"dataset {ds.name} has no HR images, so none of --metrics {','.join(spec.metrics)} can score it; "
+                    "add a no-reference metric (--metrics niqe) or give a dataset with HR images")
+        if spec.profile == "paper":
+            for n in names:
+                cls = resolve_variant(n)[0]
+                if not cls.info.learned or n in self.checkpoints:
+                    continue
+                for f in cls.weight_files:
+                    path, _ = resolve_weight_file(f, spec.weights_dir, verify=spec.verify_weights)
+                    if path is None:
+                        import torch as _torch
+
+                        raise BenchError(
+                            f"{n} at the paper profile trains with a perceptual loss that needs ImageNet weights {f}; "
+                            f"place it in --weights-dir or {Path(_torch.hub.get_dir()) / 'checkpoints'}, or pass "
+                            f"--checkpoint {n}=RELEASED_FILE")
 
     def _fail(self, key: CellKey, error: str) -> None:
         msg = f"{key.method} on {key.dataset} {key.suite} x{key.scale}: {error}"
@@ -492,6 +568,7 @@ class Runner:
         self.log(f"FAILED {msg}")
 
     def _run_cell(self, c: Cell, key: CellKey, missing: list[str], ds, metrics) -> None:
+        faults.reached("cell-start")
         t0 = time.perf_counter()
         try:
             model = self.model_for(c.method, c.scale, c.domain, self.test_ids)
@@ -508,6 +585,14 @@ class Runner:
                     self._save_sr(key, item.id, sr)
                 refs.append(hr)
             values = score_cell(srs, refs, missing, {m: metrics[(m, c.scale)] for m in missing}, self.spec.jobs)
+        except StoreError:
+            raise  # the store cannot take results (disk full, locked): stop the run, keep what is stored
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(f"the disk is full ({exc.filename or self.out}); the cells finished so far are kept: "
+                                 "free space and rerun the same command to resume") from None
+            self._fail(key, f"{type(exc).__name__}: {exc}"[:300])
+            return
         except BenchError as exc:
             self._fail(key, str(exc))
             return
@@ -592,3 +677,25 @@ def upscale_tiled(method: Method, x: torch.Tensor, tile: int, overlap: int = 8) 
             sr = method.upscale(x[:, :, ya:yb, xa:xb]).cpu()
             out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = sr[:, :, (y0 - ya) * s:(y1 - ya) * s, (x0 - xa) * s:(x1 - xa) * s]
     return out
+
+
+@contextlib.contextmanager
+def fit_lock(folder: Path, log=print):
+    """One process trains a given fit key at a time; another waits, then loads the result.
+
+    A lock per fit key, not per ``--out``: a days-long fit must not block other runs.
+    (The kernel drops an flock when its process dies, so a killed fit holds nothing.)
+    """
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"  another process is training fit {folder.name[:12]}; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

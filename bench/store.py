@@ -8,11 +8,15 @@ same rows; ``run_id`` only says which run wrote a row.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
+import os
+import socket
 import sqlite3
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,8 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS records (
     cell_id TEXT, image TEXT, metric TEXT, value REAL, metric_version TEXT, run_id TEXT,
     PRIMARY KEY (cell_id, image, metric));
+CREATE TABLE IF NOT EXISTS claims (
+    cell_id TEXT PRIMARY KEY, owner TEXT, run_id TEXT, since REAL);
 CREATE TABLE IF NOT EXISTS metric_notes (
     metric TEXT PRIMARY KEY, available INTEGER, reason TEXT);
 CREATE TABLE IF NOT EXISTS timings (
@@ -49,6 +55,9 @@ CREATE TABLE IF NOT EXISTS kernels (
     method TEXT, variant TEXT, device TEXT, input TEXT, precision TEXT, rank INTEGER, name TEXT, calls INTEGER,
     total_ms REAL, share REAL, PRIMARY KEY (method, variant, device, input, precision, rank));
 """
+
+#: a claim by a process on another host (whose liveness cannot be checked) expires after this
+CLAIM_STALE_S = 12 * 3600.0
 
 #: the columns a table row is labelled by; several cells (content keys) can share them
 DISPLAY = ("method", "variant", "dataset", "suite", "scale", "protocol")
@@ -95,18 +104,32 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False, log=None):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            # immutable=1: read a store on read-only media (no WAL or lock files are made)
-            self.db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None)
-            self._check_schema(log, migrate=False)
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._check_schema(log, migrate=True)
-        self.db.executescript(SCHEMA)
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        with store_errors(self.path, "open"):
+            if readonly:
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists() and wal.stat().st_size:
+                    raise StoreError(f"{self.path} has results still in its write-ahead log {wal.name}, which a "
+                                     "read-only reader cannot see; copy the folder to writable storage and run "
+                                     "run_bench.py tables there")
+                # immutable=1: read a store on read-only media (no WAL or lock files are made)
+                self.db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None)
+                self._check_schema(log, migrate=False)
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the output folder {self.path.parent} ({exc.strerror}); "
+                                 "pass a writable --out") from None
+            if self.path.parent.exists() and not os.access(self.path.parent, os.W_OK):
+                raise StoreError(f"the output folder {self.path.parent} is not writable; pass a writable --out "
+                                 f"(to render tables from a store there: run_bench.py tables --out "
+                                 f"{self.path.parent} --to NEW_FOLDER)")
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._check_schema(log, migrate=True)
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -134,18 +157,25 @@ class Store:
                     "their old names and are never reused for new cells (they carry no content keys)")
 
     def close(self) -> None:
+        """Fold the write-ahead log into the file, so that the store is one self-contained
+        file (what read-only media and ``immutable`` readers see)."""
+        if not self.readonly:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
+        with store_errors(self.path, "write"):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
 
     # -- runs ------------------------------------------------------------
     def begin_run(self, run_id: str, spec: Mapping, spec_hash: str, provenance: Mapping) -> None:
@@ -214,6 +244,7 @@ class Store:
                 ],
             )
             self._put_cell(db, key, "done", None, n_images, wall_s, run_id, {**prior, **metrics})
+            db.execute("DELETE FROM claims WHERE cell_id=?", (key.cell_id,))
             faults.reached("cell-write")  # inside the transaction: a kill here must lose the whole cell
 
     def _put_cell(self, db, key: CellKey, status: str, error: str | None, n_images: int, wall_s: float,
@@ -228,6 +259,32 @@ class Store:
     def fail_cell(self, key: CellKey, run_id: str, error: str) -> None:
         with self.transaction() as db:
             self._put_cell(db, key, "failed", error, 0, 0.0, run_id, {})
+            db.execute("DELETE FROM claims WHERE cell_id=?", (key.cell_id,))
+
+    # -- claims: one process computes a cell at a time ------------------------
+    def claim(self, key: CellKey, run_id: str, need: Mapping[str, str], *, force: bool = False) -> str:
+        """Try to take ``key`` for this process, in one transaction with the check that
+        no other run has stored it meanwhile: ``"done"`` (the metrics ``need`` names are
+        stored at these code versions), ``"busy"`` (another live process holds it), or
+        ``"mine"``. ``force`` (``--recompute``) takes a stored cell all the same."""
+        me = owner_id()
+        with self.transaction() as db:
+            if not force and set(need) <= self.done_metrics(key, need):
+                return "done"
+            row = db.execute("SELECT owner, since FROM claims WHERE cell_id=?", (key.cell_id,)).fetchone()
+            if row and row[0] != me and claim_alive(row[0], row[1]):
+                return "busy"
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?)", (key.cell_id, me, run_id, time.time()))
+        return "mine"
+
+    def claimed_elsewhere(self, key: CellKey) -> bool:
+        row = self.db.execute("SELECT owner, since FROM claims WHERE cell_id=?", (key.cell_id,)).fetchone()
+        return bool(row) and row[0] != owner_id() and claim_alive(row[0], row[1])
+
+    def release_claims(self) -> None:
+        """Drop this process's claims (a run that stops leaves nothing held)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM claims WHERE owner=?", (owner_id(),))
 
     def cells(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM cells")
@@ -309,3 +366,85 @@ def migrate_v1(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+@contextmanager
+def store_errors(path: Path, doing: str) -> Iterator[None]:
+    """SQLite's errors as one line naming the store and the fix; the file is never touched."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "full" in text:
+            raise StoreError(f"the disk holding {path} is full ({text}); the cells finished so far are kept: free "
+                             "space and rerun the same command to resume") from None
+        if "readonly" in text or "unable to open" in text:
+            raise StoreError(f"cannot {doing} the results store {path} ({text}): pass a writable --out (to render "
+                             f"tables from it: run_bench.py tables --out {path.parent} --to NEW_FOLDER)") from None
+        if "locked" in text:
+            raise StoreError(f"the results store {path} stayed locked by another process for 60 s ({text}); "
+                             "rerun when it is idle") from None
+        raise StoreError(f"the results store {path} failed to {doing} ({text})") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is not a readable results store ({exc}); it was left unchanged: use a new --out, or copy "
+            f"its readable records with run_bench.py repair --out {path.parent} --to NEW_FOLDER") from None
+
+
+def repair(src: Path, dest: Path, log=print) -> dict[str, int]:
+    """Copy every readable row of a damaged store into a new one at ``dest`` (the source is only read)."""
+    if dest.exists():
+        raise StoreError(f"{dest} exists already; name a new file or folder for the repaired store")
+    try:
+        old = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+        old.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{src} cannot be read at all ({exc}); nothing can be recovered from it") from None
+    new = Store(dest)
+    counts: dict[str, int] = {}
+    for table in ("runs", "variants", "cells", "records", "metric_notes", "timings", "kernels"):
+        n = 0
+        try:
+            cur = old.execute(f"SELECT * FROM {table}")
+            while True:
+                try:
+                    row = cur.fetchone()
+                except sqlite3.DatabaseError:
+                    break  # the rest of this table is unreadable
+                if row is None:
+                    break
+                try:
+                    new.db.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * len(row))})", row)
+                    n += 1
+                except sqlite3.Error:
+                    continue
+        except sqlite3.DatabaseError as exc:
+            log(f"  {table}: unreadable ({exc})")
+        counts[table] = n
+    new.close()
+    old.close()
+    return counts
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_alive(owner: str, since: float) -> bool:
+    """A claim holds while its process lives (same host) or, elsewhere, until it is stale."""
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+    return time.time() - since < CLAIM_STALE_S
+
+
+def matches(key: CellKey, patterns) -> bool:
+    """``--recompute`` patterns (shell-style) against ``method/dataset/suite/xSCALE``."""
+    name = f"{key.method}/{key.dataset}/{key.suite}/x{key.scale}"
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
