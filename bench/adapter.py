@@ -271,6 +271,23 @@ class Method(abc.ABC):
         return ""
 
 
+class DegradationModel:
+    """Declared (by subclassing) by methods that learn an HR -> LR model of their target
+    domain, so that ``fidelity`` can score it and ``check-adapter`` verifies it; nothing
+    is probed by attribute name.
+
+    ``degrade``: N x 3 x H x W in [0,1] (H, W multiples of the scale) -> N x 3 x H/s x W/s
+    in [0,1]; a stochastic model draws only from ``generator``. ``kernel``: the model's
+    estimate of its (mean) HR-grid blur kernel as a 2-D tensor, or None if it has none.
+    """
+
+    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} declares DegradationModel but does not define degrade()")
+
+    def kernel(self, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # checkpoint helpers
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .adapter import REGISTRY, Budget, FitReport, Method, TrainingData, load_adapter
+from .adapter import REGISTRY, Budget, DegradationModel, FitReport, Method, TrainingData, load_adapter
 
 #: A batch of two must equal two single calls to this absolute tolerance on [0,1]
 #: (float reordering in batched convolutions stays far below it; per-image state
@@ -187,6 +187,28 @@ def check_adapter(target: str | type[Method], scale: int = 4, profile: str = "sm
         return None if d <= REPEAT_TOL else f"save/load round trip changed outputs by {d:.3g}"
 
     record("checkpoint save/load round-trip", roundtrip)
+
+    if isinstance(m, DegradationModel):
+        hr = torch.from_numpy(np.stack(_rng_images(2, 8 * scale, 6 * scale, 11))).permute(0, 3, 1, 2).contiguous()
+
+        def degradation() -> str | None:
+            outs = [m.degrade(hr, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+            want = (2, 3, 8, 6)
+            if tuple(outs[0].shape) != want:
+                return f"degrade of {tuple(hr.shape)} gave {tuple(outs[0].shape)}, expected {want}"
+            if not torch.isfinite(outs[0]).all() or outs[0].min() < 0 or outs[0].max() > 1:
+                return "degrade must return finite values in [0,1]"
+            d = (outs[0] - outs[1]).abs().max().item()
+            if d > REPEAT_TOL:
+                return f"degrade with one generator seed gave outputs {d:.3g} apart: draw only from `generator`"
+            k = m.kernel(generator=torch.Generator().manual_seed(5))
+            if k is not None:
+                k = torch.as_tensor(k).squeeze()
+                if k.dim() != 2 or not torch.isfinite(k).all():
+                    return f"kernel() must return a finite 2-D tensor, got shape {tuple(k.shape)}"
+            return None
+
+        record("declared DegradationModel: degrade shape, range, seeded draws; kernel", degradation)
     return results
 
 

@@ -211,22 +211,17 @@ def baseline_rows(runner, suites: Sequence[str], scale: int, fidelity_suites: Se
 
 # ---------------------------------------------------------------- store + rendering
 def ensure_table(store) -> None:
-    store.db.executescript(SCHEMA)
+    store.add_table(SCHEMA)
 
 
 def put_rows(store, rows: Sequence[dict]) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    with store.transaction() as con:
-        con.executemany(f"INSERT OR REPLACE INTO curves ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                        [tuple(r[c] for c in cols) for r in rows])
+    store.put_rows("curves", list(rows))
 
 
 def curve_rows(store) -> pd.DataFrame:
-    cur = store.db.execute("SELECT * FROM curves WHERE version=? ORDER BY method, domain, factor, step, metric, suite",
-                           (CURVES_VERSION,))
-    return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
+    return pd.DataFrame(store.rows("curves", {"version": CURVES_VERSION},
+                                   order=("method", "domain", "factor", "step", "metric", "suite")),
+                        columns=store.columns("curves"))
 
 
 def markdown(frame: pd.DataFrame) -> str:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -65,7 +64,7 @@ import torch
 from scipy import ndimage
 from tabulate import tabulate
 
-from .adapter import REGISTRY, BenchError
+from .adapter import REGISTRY, BenchError, DegradationModel
 
 BASELINE = "bicubic-assumption"
 BASELINE_LABEL = "bicubic assumption"
@@ -333,46 +332,42 @@ def method_sampler(method, suite_name: str, image_id: str, seed: int) -> Sampler
 
 
 def has_degradation_model(cls) -> bool:
-    """A learned HR -> LR model of the target domain: unpaired methods with ``degrade``."""
-    return cls.info.family == "unpaired" and callable(getattr(cls, "degrade", None))
+    """A learned HR -> LR model of the target domain, declared as :class:`DegradationModel`."""
+    return issubclass(cls, DegradationModel)
 
 
 def model_kernel(method) -> np.ndarray | None:
     """The method's estimate of the (mean) HR-grid kernel, when it has one."""
-    fn = getattr(method, "kernel", None)
-    if not callable(fn):
+    if not isinstance(method, DegradationModel):
         return None
-    params = inspect.signature(fn).parameters
     g = torch.Generator().manual_seed(_draw_seed("fidelity-kernel", method.info.name))
-    k = fn(generator=g) if "generator" in params else fn()
-    return torch.as_tensor(k).detach().double().cpu().numpy().squeeze()
+    k = method.kernel(generator=g)
+    return None if k is None else torch.as_tensor(k).detach().double().cpu().numpy().squeeze()
 
 
 # ---------------------------------------------------------------- store
 def ensure_table(store) -> None:
-    store.db.executescript(SCHEMA)
+    store.add_table(SCHEMA)
 
 
 def put_rows(store, variant: str, method: str, suite: str, scale: int, seed: int, draws: int,
              scores: Sequence[ImageScore], wall_s: float) -> None:
     now = time.time()
-    with store.transaction() as db:
-        db.executemany(
-            "INSERT OR REPLACE INTO fidelity VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(variant, method, suite, scale, s.image, seed, draws, FIDELITY_VERSION, s.det_mse, s.det_mse_raw,
-              s.det_psnr, s.sigma_gen, s.sigma_true, s.sigma_obs, s.kernel_l1, s.kernel_l1_raw, s.shift_y, s.shift_x,
-              s.draws_used, wall_s / max(len(scores), 1), now) for s in scores])
+    store.put_rows("fidelity", [dict(
+        variant=variant, method=method, suite=suite, scale=scale, image=s.image, seed=seed, draws=draws,
+        version=FIDELITY_VERSION, det_mse=s.det_mse, det_mse_raw=s.det_mse_raw, det_psnr=s.det_psnr,
+        sigma_gen=s.sigma_gen, sigma_true=s.sigma_true, sigma_obs=s.sigma_obs, kernel_l1=s.kernel_l1,
+        kernel_l1_raw=s.kernel_l1_raw, shift_y=s.shift_y, shift_x=s.shift_x, draws_used=s.draws_used,
+        wall_s=wall_s / max(len(scores), 1), written=now) for s in scores])
 
 
 def stored_images(store, variant: str, suite: str, scale: int, seed: int, draws: int) -> set[str]:
-    cur = store.db.execute("SELECT image FROM fidelity WHERE variant=? AND suite=? AND scale=? AND seed=? AND draws=? "
-                           "AND version=?", (variant, suite, scale, seed, draws, FIDELITY_VERSION))
-    return {r[0] for r in cur.fetchall()}
+    where = dict(variant=variant, suite=suite, scale=scale, seed=seed, draws=draws, version=FIDELITY_VERSION)
+    return {r["image"] for r in store.rows("fidelity", where)}
 
 
 def fidelity_rows(store) -> pd.DataFrame:
-    cur = store.db.execute("SELECT * FROM fidelity WHERE version=?", (FIDELITY_VERSION,))
-    return pd.DataFrame(cur.fetchall(), columns=[c[0] for c in cur.description])
+    return pd.DataFrame(store.rows("fidelity", {"version": FIDELITY_VERSION}), columns=store.columns("fidelity"))
 
 
 # ---------------------------------------------------------------- tables

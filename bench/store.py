@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -298,6 +299,36 @@ class Store:
         )
         return [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
 
+    # -- the side commands' own tables (fidelity, curves) -----------------
+    def add_table(self, ddl: str) -> None:
+        """Create a side command's table (``CREATE TABLE IF NOT EXISTS ...``) in this store."""
+        with store_errors(self.path, "write"):
+            self.db.executescript(ddl)
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({_ident(table)})")]
+
+    def put_rows(self, table: str, rows: Sequence[Mapping]) -> None:
+        """Insert or replace ``rows`` (dicts keyed by column) in one transaction."""
+        if not rows:
+            return
+        cols = [_ident(c) for c in rows[0]]
+        with self.transaction() as db:
+            db.executemany(f"INSERT OR REPLACE INTO {_ident(table)} ({','.join(cols)}) VALUES "
+                           f"({','.join('?' * len(cols))})", [tuple(r[c] for c in rows[0]) for r in rows])
+
+    def rows(self, table: str, where: Mapping | None = None, order: Sequence[str] = ()) -> list[dict]:
+        """The rows of ``table`` whose columns equal ``where``'s values, in ``order``."""
+        where = dict(where or {})
+        sql = f"SELECT * FROM {_ident(table)}"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{_ident(k)}=?" for k in where)
+        if order:
+            sql += " ORDER BY " + ", ".join(_ident(c) for c in order)
+        cur = self.db.execute(sql, tuple(where.values()))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
     # -- metric availability ---------------------------------------------
     def put_metric_note(self, metric: str, available: bool, reason: str | None) -> None:
         with self.transaction() as db:
@@ -448,3 +479,10 @@ def matches(key: CellKey, patterns) -> bool:
     """``--recompute`` patterns (shell-style) against ``method/dataset/suite/xSCALE``."""
     name = f"{key.method}/{key.dataset}/{key.suite}/x{key.scale}"
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _ident(name: str) -> str:
+    """A table or column name, refused unless it is a plain identifier (they go into SQL text)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"not a table or column name: {name!r}")
+    return name

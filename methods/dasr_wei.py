@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    DegradationModel,
     MethodContext,BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
@@ -218,7 +219,7 @@ _DWT_BUFFERS = ("DWT2.",)
 
 
 @register_method
-class DASRWei(Method):
+class DASRWei(Method, DegradationModel):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
     weight_files = (VGG19_FILE,)

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    DegradationModel,
     MethodContext,Budget, CheckpointError, FitReport, Method, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
@@ -225,7 +226,7 @@ FCA_SCALES = (1.2, 3.5)
 
 
 @register_method
-class FCA(Method):
+class FCA(Method, DegradationModel):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
     weight_files = (VGG19_FILE,)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    DegradationModel,
     MethodContext,BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
@@ -493,7 +494,7 @@ FSSR_W = {"dsgan/col": 1.0, "dsgan/tex": 0.005, "dsgan/per": 0.01,
 
 
 @register_method
-class FSSR(Method):
+class FSSR(Method, DegradationModel):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
     weight_files = (VGG19_FILE,)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    DegradationModel,
     MethodContext,
     BenchError,
     Budget,
@@ -318,7 +319,7 @@ GEN_FILES = {"deresnet": "DeResnet/checkpoints/last_iteration.tar", "han": "han/
 
 
 @register_method
-class MSSR(Method):
+class MSSR(Method, DegradationModel):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
     weight_files = (VGG19_FILE,)

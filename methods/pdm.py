@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.adapter import (
+    DegradationModel,
     MethodContext,
     MethodVariant,
     BenchError,
@@ -282,7 +283,7 @@ MAX_GRAD_NORM = 50.0
 
 
 @register_method
-class PDM(Method):
+class PDM(Method, DegradationModel):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
     weight_files = (VGG19_FILE,)

@@ -180,12 +180,6 @@ class Suite:
         return any(isinstance(s, (Noise, Realistic)) or (isinstance(s, Blur) and s.kernel == "div2krk")
                    or (isinstance(s, Jpeg) and isinstance(s.q, tuple)) for s in self.steps())
 
-    def deterministic_part(self, hr: np.ndarray, scale: int, image_id: str = "", seed: int = 0) -> np.ndarray:
-        """Blur + downsample without noise/JPEG (see ``pipeline.degrade_clean``)."""
-        from bench.degrade.pipeline import degrade_clean
-
-        return degrade_clean(self, hr, scale, image_id, seed)
-
 
 def list_families(extra_toml: Path | None = None) -> dict[str, str]:
     """Family name -> one-line description (built-ins, then TOML suites)."""
