@@ -308,6 +308,29 @@ class Runner:
         self._variants[k] = v
         return v
 
+    def load_release(self, method: Method, name: str, scale: int, path: str) -> None:
+        """Load a released file; where it does not fit but another variant's network does
+        (keys and shapes tell them apart, spandrel-style), say which variant to run."""
+        from .adapter import CheckpointError
+
+        try:
+            method.load_checkpoint(path)
+        except CheckpointError:
+            cls = resolve_variant(name)[0]
+            base, tag = split_name(name)
+            for other in cls.variants.values():
+                if other.tag == tag:
+                    continue
+                other_name = f"{base}.{other.tag}" if other.tag else base
+                try:
+                    self.build(other_name, scale, device="cpu").load_checkpoint(path)
+                except (CheckpointError, BenchError):
+                    continue
+                raise CheckpointError(f"checkpoint {path} does not fit {name} but fits {other_name} "
+                                      f"({other.about}); run --methods {other_name} --checkpoint {other_name}={path}") \
+                    from None
+            raise
+
     def fit_files(self, cls, name: str) -> list[str]:
         """Every file a fit reads, by content: ImageNet weights (or their absence, which
         means a stand-in loss) and the ``--init`` starting point."""
@@ -329,7 +352,7 @@ class Runner:
         method = self.build(name, scale)
         model = Model(method, variant, meta["source"], domain)
         if meta["source"] == "checkpoint":
-            method.load_checkpoint(self.checkpoints[name])
+            self.load_release(method, name, scale, self.checkpoints[name])
             model.sha256 = meta["sha256"]
         elif meta["source"] == "fit":
             model.budget = meta["budget"].describe()
