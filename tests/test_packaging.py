@@ -125,3 +125,29 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
         assert abs(float(rows["psnr"]["value"]) - 28.42) <= 0.03, rows["psnr"]
     assert (out / "results.md").is_file()
     assert not list(work.iterdir()), "the run wrote into the working directory instead of --out"
+
+
+def _cff_top_level(text: str) -> dict[str, str]:
+    """Top-level ``key: value`` pairs of a CFF file (YAML; nested lists are read by the test itself)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith(("#", "-")) and ":" in line:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def test_license_and_citation_match_pyproject():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lic = (REPO / "LICENSE").read_text()
+    assert project["license"]["text"] == "MIT" and lic.startswith("MIT License")
+    assert "Copyright (c)" in lic and "UnpairedSR-Bench contributors" in lic
+    text = (REPO / "CITATION.cff").read_text()
+    cff = _cff_top_level(text)
+    # CFF 1.2.0 requires cff-version, message, title and authors
+    assert cff["cff-version"] == "1.2.0" and cff["message"] and "UnpairedSR-Bench" in cff["title"]
+    assert cff["version"] == project["version"], "CITATION.cff version differs from pyproject.toml"
+    assert cff["license"] == "MIT" and cff["type"] == "software"
+    assert "authors:\n  - name: \"UnpairedSR-Bench contributors\"" in text
