@@ -9,9 +9,10 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .adapter import BenchError
+from .adapter import BenchError, BenchWarning
 
 COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves")
 
@@ -300,6 +301,14 @@ HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "che
             "tables": cmd_tables, "paper": cmd_paper}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
+    """BenchWarnings are messages for the user: one line, no source file or code line."""
+    if issubclass(category, BenchWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = "run"
@@ -307,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = argv.pop(0)
     debug = "--debug" in argv
     try:
-        return HANDLERS[cmd](argv)
+        with warnings.catch_warnings():  # restores showwarning afterwards (main is also called in-process)
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always", BenchWarning)  # each one names a different dataset or file
+            return HANDLERS[cmd](argv)
     except BenchError as exc:
         if debug:
             raise

@@ -22,7 +22,7 @@ import numpy as np
 import tomllib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bench.adapter import BenchError, TrainingData, unknown_name
+from bench.adapter import BenchError, BenchWarning, TrainingData, unknown_name
 
 #: The dataset specs ship inside the package (a wheel carries package data, not a top-level
 #: folder); they cannot be a top-level ``datasets`` package: pyiqa imports the PyPI one.
@@ -51,6 +51,10 @@ EMBEDDED_REAL_CROP = 160
 
 class DataError(BenchError):
     """A dataset or image the harness cannot use; the message says which and what to do."""
+
+
+class DataWarning(BenchWarning):
+    """A dataset the harness can use but that differs from its spec (e.g. a partial download)."""
 
 
 # ---------------------------------------------------------------------------
@@ -602,7 +606,7 @@ class DatasetSpec:
         )
         if self.count_strict:
             raise DataError(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, DataWarning, stacklevel=3)
 
 
 def specs_dir() -> Path:

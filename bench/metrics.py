@@ -179,7 +179,9 @@ def _checked_pair(a: np.ndarray, b: np.ndarray, crop: int, channel: str) -> tupl
     ca, cb = _checked(a, "SR image"), _checked(b, "HR image")
     if ca.shape[:2] != cb.shape[:2]:
         raise BenchError(
-            f"SR {ca.shape[:2]} and HR {cb.shape[:2]} differ in size; mod-crop HR to a multiple of the scale (DESIGN.md 4)"
+            f"SR {ca.shape[1]}x{ca.shape[0]} and HR {cb.shape[1]}x{cb.shape[0]} (width x height) differ in size; "
+            "score SR against its HR cropped at the bottom/right to a multiple of the scale (bench.data.mod_crop), "
+            "and SR must be exactly scale x the LR size"
         )
     if channel != "luma" and 1 in (ca.shape[2], cb.shape[2]):
         which = "SR image" if ca.shape[2] == 1 else "HR image"
