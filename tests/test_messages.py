@@ -66,7 +66,7 @@ def test_partial_dataset_warning_is_one_clean_line(tmp_path, capsys):
         folder.mkdir(parents=True)
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{cam}_001_HR.png")
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{cam}_001_LR4.png")
-    code = main(["--methods", "bicubic", "--datasets", f"RealSR={root}", "--metrics", "psnr", "--no-timing",
+    code = main(["--methods", "bicubic", "--datasets", f"RealSR={root}", "--metrics", "psnr", "--no-timing", "--jobs", "1",
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 0, err

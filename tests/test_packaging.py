@@ -117,7 +117,7 @@ def test_installed_wheel_runs_outside_the_source_tree(tmp_path):
     name, hr = _hr_folder(tmp_path)
     out = tmp_path / "out"
     ran = subprocess.run([str(exe), "--methods", "bicubic", "--datasets", f"{name}={hr}", "--suites", "bicubic",
-                          "--metrics", "psnr", "--no-timing", "--out", str(out)], cwd=work, env=env,
+                          "--metrics", "psnr", "--no-timing", "--jobs", "1", "--out", str(out)], cwd=work, env=env,
                          capture_output=True, text=True, timeout=180)
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     rows = {r["metric"]: r for r in csv.DictReader(open(out / "summary.csv"))}
