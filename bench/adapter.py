@@ -72,6 +72,9 @@ class MethodInfo:
     checkpoints: tuple[CheckpointInfo, ...] = ()
     gaps: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: told what the other methods are not (e.g. the true degradation): tables show it but
+    #: never mark it best
+    upper_bound: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

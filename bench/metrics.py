@@ -82,18 +82,34 @@ class MetricUnavailable(BenchError):
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """What a metric is and how tables show it (the metadata travels with the metric, as in pyiqa).
+
+    ``label``: the column heading (PSNR); ``digits``: decimals printed; ``lower_better``
+    decides the arrow and which value is bold. The order of :data:`METRICS` is the order
+    tables list metrics in when a run does not say otherwise."""
+
     name: str
     lower_better: bool
     full_reference: bool
     description: str
+    label: str = ""
+    digits: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name.upper())
 
 
 METRICS: Mapping[str, MetricSpec] = MappingProxyType(
     {
-        "psnr": MetricSpec("psnr", False, True, "PSNR (dB), pyiqa psnr under the protocol's channel and crop"),
-        "ssim": MetricSpec("ssim", False, True, "SSIM, 11x11 Gaussian sigma 1.5, 8-bit levels, no downsampling"),
-        "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image"),
-        "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale"),
+        "psnr": MetricSpec("psnr", False, True, "PSNR (dB), pyiqa psnr under the protocol's channel and crop",
+                           label="PSNR", digits=2),
+        "ssim": MetricSpec("ssim", False, True, "SSIM, 11x11 Gaussian sigma 1.5, 8-bit levels, no downsampling",
+                           label="SSIM", digits=4),
+        "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image",
+                            label="LPIPS", digits=4),
+        "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale",
+                           label="NIQE", digits=3),
     }
 )
 

@@ -255,7 +255,8 @@ class Runner:
             self._fit_cached(model, meta)
         self.store.put_variant(variant, name, self.spec.profile, scale, model.source, domain, model.budget,
                                model.sha256, model.wall_s, {"notes": model.notes, "gaps": list(cls.info.gaps),
-                                                            "title": cls.info.title, "family": cls.info.family})
+                                                            "title": cls.info.title, "family": cls.info.family,
+                                                            "upper_bound": cls.info.upper_bound})
         self._models[k] = model
         return model
 

@@ -16,6 +16,7 @@ class Oracle(EDSRTrained):
         family="baseline",
         scales=(2, 3, 4),
         notes=("Receives TrainingData.degradation, which no other method gets: an upper bound, not a competitor.",),
+        upper_bound=True,
     )
 
     def training_suite(self, data: TrainingData):
