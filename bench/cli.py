@@ -246,9 +246,14 @@ def cmd_timing(argv: list[str]) -> int:
 
 def cmd_degrade(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run_bench.py degrade",
-                                description="Export LR test sets as PNGs plus a manifest (per-image kernel, noise, "
-                                            "JPEG quality, seed), so other codebases can use exactly these sets.")
-    p.add_argument("--suites", required=True, help="suites as in the main command")
+                                description="Export LR test sets as PNGs plus manifest.json (each HR file and its "
+                                            "sha256; per image the LR sha256, noise, JPEG quality, seed and the id "
+                                            "of its kernel; each kernel once), so other codebases can use exactly "
+                                            "these sets.")
+    p.add_argument("--suites", default=None,
+                   help="suites as in the main command; with --suite-file and no --suites, every suite the file "
+                        "declares")
+    p.add_argument("--suite-file", default=None, help="TOML file declaring extra suites ([suite.NAME] tables)")
     p.add_argument("--scales", type=_scales, default=(4,))
     p.add_argument("--datasets", default=None)
     p.add_argument("--data-root", default=os.environ.get("UNPAIRED_SR_DATA"))
@@ -258,7 +263,7 @@ def cmd_degrade(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .export import export_lr
 
-    n = export_lr(a.suites, a.scales, a.datasets, a.data_root, a.seed, Path(a.out))
+    n = export_lr(a.suites, a.scales, a.datasets, a.data_root, a.seed, Path(a.out), suite_file=a.suite_file)
     print(f"wrote {n} LR images and manifest.json under {a.out}")
     return 0
 
