@@ -22,7 +22,10 @@ import hashlib
 import importlib
 import importlib.metadata
 import inspect
+import os
+import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -38,6 +41,12 @@ FAMILIES = ("classical", "baseline", "blind-synthetic", "unpaired")
 
 class BenchError(Exception):
     """An error a user can fix; the CLI prints its message as one line, no traceback."""
+
+
+class BenchWarning(UserWarning):
+    """Something a user should know but the run survives (e.g. a partial dataset); the CLI
+    prints its message as one ``warning:`` line on stderr, without the warnings module's
+    file and source line."""
 
 
 class CheckpointError(BenchError):
@@ -64,7 +73,8 @@ class MethodInfo:
     checkpoints: tuple[CheckpointInfo, ...] = ()
     gaps: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    #: told what no competitor is (the true degradation, or real paired data): shown, never ranked
+    #: told what the other methods are not (e.g. the true degradation): tables show it but
+    #: never mark it best
     upper_bound: bool = False
 
     def __post_init__(self) -> None:
@@ -291,20 +301,49 @@ class DegradationModel:
 # ---------------------------------------------------------------------------
 # checkpoint helpers
 # ---------------------------------------------------------------------------
+#: how files written by ``torch.save`` begin: the zip format (torch >= 1.6) and the legacy
+#: pickle, whose first object is torch's magic number 0x1950a86a20f9469cfc6c
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_EXPECTED = "expected the file as released (written by torch.save: a state dict of tensors), complete and unmodified"
+
+
 def load_torch_file(path: str | Path) -> Any:
-    """torch.load with weights_only=True: never unpickles code. One clear error otherwise."""
+    """torch.load with weights_only=True: never unpickles code. One clear line otherwise."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist; pass an existing file with --checkpoint NAME=PATH")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {p} is a folder; this method takes a single file")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, pickle with code, truncated file
+        # torch warns (UserWarning) about legacy formats and storages while it reads; the
+        # outcome is reported below in one line, so its warnings would only repeat it in part
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        if not p.is_file() or not os.access(p, os.R_OK):
+            raise CheckpointError(f"cannot read checkpoint {p} ({exc.strerror or exc}); check its permissions") from None
+        error: Exception = exc
+    except Exception as exc:  # corrupt zip, pickle with code, truncated file, not a checkpoint at all
+        error = exc
+    with open(p, "rb") as fh:
+        head = fh.read(len(_LEGACY_MAGIC))
+    if not head.startswith(_ZIP_MAGIC) and head != _LEGACY_MAGIC:
+        raise CheckpointError(f"checkpoint {p} is not a PyTorch checkpoint (it is neither torch.save's zip format "
+                              f"nor its legacy one); {_EXPECTED}")
+    text = " ".join(str(error).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
         raise CheckpointError(
-            f"cannot read checkpoint {p} as tensors ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-            "is it the released file, and not truncated?"
-        ) from None
+            f"checkpoint {p} holds a pickled Python object ({found.group(1)}), not only tensors, and is not "
+            f"unpickled (weights_only=True never runs code from a file); {_EXPECTED}, or re-save its "
+            "state_dict() with torch.save"
+        )
+    # torch's own first sentence (its later ones are about miniz internals or weights_only advice)
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".") or type(error).__name__
+    raise CheckpointError(f"checkpoint {p} is a damaged PyTorch checkpoint ({first}); {_EXPECTED}: is it "
+                          "truncated? download it again")
 
 
 def load_state_dict_checked(
@@ -429,9 +468,17 @@ def load_adapter(spec: str) -> type[Method]:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise BenchError(f"cannot import {mod_name!r} for --adapter {spec} ({exc}); is the package installed?") from None
-    cls = getattr(mod, cls_name, None)
+    here = sorted(n for n, v in vars(mod).items()
+                  if isinstance(v, type) and issubclass(v, Method) and v is not Method and not inspect.isabstract(v))
+    have = f"Method subclasses in it: {', '.join(here)}" if here else "it defines no Method subclass"
+    if not hasattr(mod, cls_name):
+        hint = difflib.get_close_matches(cls_name, here, n=1, cutoff=0.5)
+        raise BenchError(f"--adapter {spec}: module {mod_name} has no attribute {cls_name!r}"
+                         + (f"; did you mean {hint[0]!r}?" if hint else "") + f" ({have})")
+    cls = getattr(mod, cls_name)
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise BenchError(f"{spec}: {cls_name!r} is not a Method subclass in {mod_name}")
+        raise BenchError(f"--adapter {spec}: {mod_name}.{cls_name} is a {type(cls).__name__}, not a subclass of "
+                         f"bench.adapter.Method ({have})")
     return REGISTRY.add(cls)
 
 

@@ -9,9 +9,10 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .adapter import BenchError
+from .adapter import BenchError, BenchWarning
 
 COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves", "repair")
 
@@ -258,9 +259,14 @@ def cmd_timing(argv: list[str]) -> int:
 
 def cmd_degrade(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run_bench.py degrade",
-                                description="Export LR test sets as PNGs plus a manifest (per-image kernel, noise, "
-                                            "JPEG quality, seed), so other codebases can use exactly these sets.")
-    p.add_argument("--suites", required=True, help="suites as in the main command")
+                                description="Export LR test sets as PNGs plus manifest.json (each HR file and its "
+                                            "sha256; per image the LR sha256, noise, JPEG quality, seed and the id "
+                                            "of its kernel; each kernel once), so other codebases can use exactly "
+                                            "these sets.")
+    p.add_argument("--suites", default=None,
+                   help="suites as in the main command; with --suite-file and no --suites, every suite the file "
+                        "declares")
+    p.add_argument("--suite-file", default=None, help="TOML file declaring extra suites ([suite.NAME] tables)")
     p.add_argument("--scales", type=_scales, default=(4,))
     p.add_argument("--datasets", default=None)
     p.add_argument("--data-root", default=os.environ.get("UNPAIRED_SR_DATA"))
@@ -270,7 +276,7 @@ def cmd_degrade(argv: list[str]) -> int:
     a = p.parse_args(argv)
     from .export import export_lr
 
-    n = export_lr(a.suites, a.scales, a.datasets, a.data_root, a.seed, Path(a.out))
+    n = export_lr(a.suites, a.scales, a.datasets, a.data_root, a.seed, Path(a.out), suite_file=a.suite_file)
     print(f"wrote {n} LR images and manifest.json under {a.out}")
     return 0
 
@@ -364,6 +370,14 @@ HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "che
             "tables": cmd_tables, "paper": cmd_paper, "repair": cmd_repair}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, _default=warnings.showwarning):
+    """BenchWarnings are messages for the user: one line, no source file or code line."""
+    if issubclass(category, BenchWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = "run"
@@ -371,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = argv.pop(0)
     debug = "--debug" in argv
     try:
-        return HANDLERS[cmd](argv)
+        with warnings.catch_warnings():  # restores showwarning afterwards (main is also called in-process)
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always", BenchWarning)  # each one names a different dataset or file
+            return HANDLERS[cmd](argv)
     except BenchError as exc:
         if debug:
             raise

@@ -308,6 +308,7 @@ def plot(frame: pd.DataFrame, out: Path) -> list[Path]:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{m}_{dom or 'blind'}_x{scale}")
         path = out / f"curve_{safe}.png"
         fig.savefig(path, dpi=110)
+        fig.savefig(path.with_suffix(".pdf"))  # vector, for LaTeX
         plt.close(fig)
         paths.append(path)
     return paths

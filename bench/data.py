@@ -22,13 +22,15 @@ import numpy as np
 import tomllib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bench.adapter import BenchError, TrainingData, unknown_name
+from bench.adapter import BenchError, BenchWarning, TrainingData, unknown_name
 
-REPO = Path(__file__).resolve().parents[1]
+#: The dataset specs ship inside the package (a wheel carries package data, not a top-level
+#: folder); they cannot be a top-level ``datasets`` package: pyiqa imports the PyPI one.
+SPECS_DIR = Path(__file__).resolve().parent / "datasets"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
 LAYOUTS = ("folder", "selfexsr", "edsr-benchmark", "realsr-v3", "drealsr", "div2krk", "ntire2020", "lr-only")
 SKIMAGE_PREFIX = "skimage:"
-# skimage name -> file in skimage/data. The sha256 of each lives in datasets/embedded.toml.
+# skimage name -> file in skimage/data. The sha256 of each lives in bench/datasets/embedded.toml.
 SKIMAGE_FILES: Mapping[str, str] = {
     "astronaut": "astronaut.png",
     "chelsea": "chelsea.png",
@@ -49,6 +51,10 @@ EMBEDDED_REAL_CROP = 160
 
 class DataError(BenchError):
     """A dataset or image the harness cannot use; the message says which and what to do."""
+
+
+class DataWarning(BenchWarning):
+    """A dataset the harness can use but that differs from its spec (e.g. a partial download)."""
 
 
 # ---------------------------------------------------------------------------
@@ -574,7 +580,7 @@ def load_dataset(name: str, path: str | os.PathLike, scales: Sequence[int], *, l
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One ``datasets/<name>.toml``: where a standard set lives and what it holds."""
+    """One ``bench/datasets/<name>.toml``: where a standard set lives and what it holds."""
 
     name: str
     aliases: tuple[str, ...]
@@ -600,16 +606,16 @@ class DatasetSpec:
         )
         if self.count_strict:
             raise DataError(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, DataWarning, stacklevel=3)
 
 
 def specs_dir() -> Path:
-    return REPO / "datasets"
+    return SPECS_DIR
 
 
 @functools.lru_cache(maxsize=1)
 def load_specs() -> tuple[DatasetSpec, ...]:
-    """Every dataset spec shipped in ``datasets/`` (read once)."""
+    """Every dataset spec shipped in ``bench/datasets/`` (read once)."""
     out = []
     for f in sorted(specs_dir().glob("*.toml")):
         try:
@@ -628,10 +634,11 @@ def load_specs() -> tuple[DatasetSpec, ...]:
 
 
 def embedded_spec() -> dict:
-    """The parsed ``datasets/embedded.toml`` (the sha256 of every embedded image)."""
+    """The parsed ``bench/datasets/embedded.toml`` (the sha256 of every embedded image)."""
     f = specs_dir() / "embedded.toml"
     if not f.is_file():
-        raise DataError(f"{f} is missing; the embedded default needs it to verify its images (restore it from the repository)")
+        raise DataError(f"{f} is missing; the embedded default needs it to verify its images: reinstall "
+                        "unpaired-sr-bench (the file is package data of bench)")
     return tomllib.loads(f.read_text())
 
 
@@ -668,7 +675,7 @@ def _embedded(name: str, names: Sequence[str], has_hr: bool, scales: Sequence[in
         digest = _content_hash(SKIMAGE_PREFIX + n)
         if sums.get(n) != digest:
             raise DataError(
-                f"scikit-image sample {path} has sha256 {digest[:12]}..., datasets/embedded.toml expects "
+                f"scikit-image sample {path} has sha256 {digest[:12]}..., bench/datasets/embedded.toml expects "
                 f"{str(sums.get(n))[:12]}...; the embedded set changed: install the scikit-image the spec "
                 "names or pass --datasets explicitly"
             )

@@ -41,11 +41,15 @@ STRENGTH = {
 
 @dataclass(frozen=True)
 class Figure:
-    path: Path
+    path: Path  # the PNG (Markdown shows it); the same figure as PDF lies beside it
     caption: str
     dataset: str
     scale: int
     kind: str  # crops | curves
+
+    @property
+    def pdf(self) -> Path:
+        return self.path.with_suffix(".pdf")
 
 
 def _safe(s: str) -> str:
@@ -192,6 +196,7 @@ def crop_figures(out: str | Path, cells: Sequence[CellKey], store: Store, datase
         path = out / "figures" / "crops" / _safe(group) / f"{_safe(dsname)}_x{scale}_{_safe(suite)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         canvas.save(path)
+        canvas.save(path.with_suffix(".pdf"), "PDF", resolution=110)  # for LaTeX: \includegraphics takes PDF
         figs.append(Figure(path, f"{dsname} x{scale}, `{suite}`: {item.id}, {side}x{side} HR crop; "
                            f"{'PSNR' if metric == 'psnr' else 'NIQE'} of the whole image under each", dsname, scale,
                            "crops"))
@@ -265,6 +270,7 @@ def strength_plots(out: str | Path, summary: pd.DataFrame,
         path = out / "figures" / "curves" / f"{_safe(prefix + ds)}_x{int(scale)}_{_safe(fam)}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
+        fig.savefig(path.with_suffix(".pdf"))  # vector, for LaTeX
         plt.close(fig)
         figs.append(Figure(path, f"{ds} x{int(scale)}: {', '.join(m.upper() for m in metrics)} against "
                            f"{STRENGTH[fam][1]} ({fam})", ds, int(scale), "curves"))

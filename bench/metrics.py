@@ -82,20 +82,36 @@ class MetricUnavailable(BenchError):
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """What a metric is and how tables show it (the metadata travels with the metric, as in pyiqa).
+
+    ``label``: the column heading (PSNR); ``digits``: decimals printed; ``lower_better``
+    decides the arrow and which value is bold. The order of :data:`METRICS` is the order
+    tables list metrics in when a run does not say otherwise."""
+
     name: str
     lower_better: bool
     full_reference: bool
     description: str
     #: part of every stored value's key: bump when the metric's code changes its numbers
     version: str = "1"
+    label: str = ""
+    digits: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name.upper())
 
 
 METRICS: Mapping[str, MetricSpec] = MappingProxyType(
     {
-        "psnr": MetricSpec("psnr", False, True, "PSNR (dB), pyiqa psnr under the protocol's channel and crop"),
-        "ssim": MetricSpec("ssim", False, True, "SSIM, 11x11 Gaussian sigma 1.5, 8-bit levels, no downsampling"),
-        "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image"),
-        "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale"),
+        "psnr": MetricSpec("psnr", False, True, "PSNR (dB), pyiqa psnr under the protocol's channel and crop",
+                           label="PSNR", digits=2),
+        "ssim": MetricSpec("ssim", False, True, "SSIM, 11x11 Gaussian sigma 1.5, 8-bit levels, no downsampling",
+                           label="SSIM", digits=4),
+        "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image",
+                            label="LPIPS", digits=4),
+        "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale",
+                           label="NIQE", digits=3),
     }
 )
 
@@ -181,7 +197,9 @@ def _checked_pair(a: np.ndarray, b: np.ndarray, crop: int, channel: str) -> tupl
     ca, cb = _checked(a, "SR image"), _checked(b, "HR image")
     if ca.shape[:2] != cb.shape[:2]:
         raise BenchError(
-            f"SR {ca.shape[:2]} and HR {cb.shape[:2]} differ in size; mod-crop HR to a multiple of the scale (DESIGN.md 4)"
+            f"SR {ca.shape[1]}x{ca.shape[0]} and HR {cb.shape[1]}x{cb.shape[0]} (width x height) differ in size; "
+            "score SR against its HR cropped at the bottom/right to a multiple of the scale (bench.data.mod_crop), "
+            "and SR must be exactly scale x the LR size"
         )
     if channel != "luma" and 1 in (ca.shape[2], cb.shape[2]):
         which = "SR image" if ca.shape[2] == 1 else "HR image"

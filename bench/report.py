@@ -109,11 +109,13 @@ def write_report(out: str | Path, *, command: str, sections: Sequence[TableSecti
         crops = [f for f in s.figures if f.kind == "crops"]
         if curves:
             lines += ["**PSNR against degradation strength** (solid: this run; dashed: the paper):", ""]
-            lines += [f"![{_anchor_safe(f.caption)}]({_rel(f.path, out)})" for f in curves] + [""]
+            lines += [f"![{_anchor_safe(f.caption)}]({_rel(f.path, out)}) ([PDF]({_rel(f.pdf, out)}))"
+                      for f in curves] + [""]
         if crops:
             lines += [f"<details><summary>Crops, HR / bicubic / methods ({len(crops)} figures)</summary>", ""]
             for f in crops:
-                lines += [f.caption, "", f"![{f.dataset} x{f.scale}]({_rel(f.path, out)})", ""]
+                lines += [f.caption, "", f"![{f.dataset} x{f.scale}]({_rel(f.path, out)}) ([PDF]({_rel(f.pdf, out)}))",
+                          ""]
             lines += ["</details>", ""]
     if skipped:
         lines += ["## Skipped tables", ""] + [f"- `{tid}`: {why}" for tid, why in skipped] + [""]

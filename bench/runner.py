@@ -463,10 +463,27 @@ class Runner:
                 if tile < 16:
                     raise BenchError(f"{method.info.name}: out of memory even with 16-px tiles; use a smaller --tile or the CPU") from None
                 self.log(f"  out of memory: retrying {method.info.name} with --tile {tile}")
-        sr = sr[0].detach().float().cpu()
+        name, s = method.info.name, method.scale
+        tol = 1e-6  # float rounding of an output that is meant to be in [0, 1]
+        want = (x.shape[0], 3, x.shape[2] * s, x.shape[3] * s)
+        # the contract check-adapter verifies, enforced on every output: a violation fails
+        # the cell instead of being clipped into a plausible-looking score
+        if not torch.is_tensor(sr):
+            raise BenchError(f"{name} returned {type(sr).__name__}, not a tensor; upscale must return a "
+                             f"float tensor N x 3 x sH x sW in [0,1]")
+        if tuple(sr.shape) != want:
+            raise BenchError(f"{name} returned shape {tuple(sr.shape)} for LR {tuple(x.shape)} at x{s}; upscale "
+                             f"must return N x 3 x {s}h x {s}w = {want}")
+        sr = sr.detach().float().cpu()
         if not torch.isfinite(sr).all():
-            raise BenchError(f"{method.info.name} returned NaN/inf")
-        return np.clip(np.round(sr.permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)
+            bad = int((~torch.isfinite(sr)).sum())
+            raise BenchError(f"{name} returned {bad} NaN/inf values; upscale must return finite values in [0,1]")
+        lo, hi = float(sr.min()), float(sr.max())
+        if lo < -tol or hi > 1 + tol:
+            where = f"up to {hi:.4g}" if hi > 1 + tol else f"down to {lo:.4g}"
+            raise BenchError(f"{name} returned values {where}, outside [0,1]; upscale must return [0,1] "
+                             f"(this output spans [{lo:.4g}, {hi:.4g}])")
+        return np.clip(np.round(sr[0].permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)
 
     # -- the run ---------------------------------------------------------
     def run(self) -> int:

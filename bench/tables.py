@@ -7,20 +7,35 @@ metrics that could not run show ``n/a`` with their reason.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 from tabulate import tabulate
 
+from .metrics import METRICS
 from .store import CellKey, Store
 
 SUMMARY_COLUMNS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric", "value", "n_images"]
 DISPLAY = ["method", "variant", "dataset", "suite", "scale", "protocol"]
-METRIC_LABEL = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE"}
-LOWER_BETTER = {"lpips", "niqe"}
-DIGITS = {"psnr": 2, "ssim": 4, "lpips": 4, "niqe": 3}
+
+
+def metric_label(metric: str) -> str:
+    """Column heading of a metric (its spec's label; the name in capitals for one the store has but this code lacks)."""
+    spec = METRICS.get(metric)
+    return spec.label if spec else metric.upper()
+
+
+def metric_digits(metric: str) -> int:
+    spec = METRICS.get(metric)
+    return spec.digits if spec else 4
+
+
+def lower_better(metric: str) -> bool:
+    spec = METRICS.get(metric)
+    return bool(spec and spec.lower_better)
 
 
 @dataclass(frozen=True)
@@ -31,11 +46,90 @@ class Views:
     runs: list
     #: run id -> how many of the rendered cells it wrote
     rendered: dict
+    #: the order tables list suites, metrics and datasets in (see :func:`orders`)
+    suite_order: tuple[str, ...] = ()
+    metric_order: tuple[str, ...] = ()
+    dataset_order: tuple[str, ...] = ()
 
 
-def not_competing(views: "Views") -> set[str]:
-    """Methods shown but never marked best: upper bounds, told what others are not."""
-    return {m for (m, _), meta in views.variants.items() if meta["info"].get("upper_bound")}
+def _run_specs(runs: Sequence[dict]) -> list[dict]:
+    """The stored run specs, the latest first (its --suites and --metrics order rule)."""
+    out = []
+    for r in sorted(runs, key=lambda r: r.get("started") or 0, reverse=True):
+        try:
+            spec = json.loads(r.get("spec_json") or "{}")
+        except ValueError:
+            continue
+        if isinstance(spec, dict):
+            out.append(spec)
+    return out
+
+
+def _spec_suites(spec: dict) -> list[str]:
+    """Canonical suite names a run spec asked for, in its --suites order (nothing when it cannot be read now)."""
+    from .adapter import BenchError
+    from .degrade import parse_suites
+
+    text = spec.get("suites")
+    if not text:
+        from .runner import DEFAULT_SUITES
+
+        text = ";".join(DEFAULT_SUITES)
+    extra = Path(spec["suite_file"]) if spec.get("suite_file") else None
+    names: list[str] = []
+    for scale in spec.get("scales") or (4,):
+        try:
+            names += [s.name for s in parse_suites(text, int(scale), extra if extra and extra.is_file() else None)]
+        except (BenchError, TypeError, ValueError):
+            continue
+    return names
+
+
+def suite_sort_key(name: str) -> tuple:
+    """Families in their declared order, then parameters numerically (``noise:sigma=5`` before
+    ``sigma=15``); user suites after the built-ins, ``given`` last."""
+    from .degrade import FAMILIES
+
+    if name == "given":
+        return (2, "", ())
+    fam, _, rest = name.partition(":")
+    params = []
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        try:
+            params.append((key, 0, float(value), ""))
+        except ValueError:
+            params.append((key, 1, 0.0, value))
+    families = list(FAMILIES)
+    if fam in families:
+        return (0, f"{families.index(fam):03d}", tuple(params))
+    return (1, fam, tuple(params))
+
+
+def _first_seen(*sequences: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(x for seq in sequences for x in seq))
+
+
+def orders(summary: pd.DataFrame, runs: Sequence[dict], cells: Sequence[CellKey] | None = None
+           ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(suites, metrics, datasets) in the order a paper table takes them.
+
+    Suites: as this run planned them (``cells``, i.e. its ``--suites`` order), then as the
+    stored runs asked for them (latest first), then :func:`suite_sort_key`. Metrics: the
+    latest run's ``--metrics`` order, then the order of ``METRICS`` (PSNR, SSIM, LPIPS,
+    NIQE). Datasets: as planned or asked for (``--datasets``), then by name."""
+    specs = _run_specs(runs)
+    have_s = set(summary["suite"]) if not summary.empty else set()
+    have_m = set(summary["metric"]) if not summary.empty else set()
+    have_d = set(summary["dataset"]) if not summary.empty else set()
+    planned = list(cells or ())
+    suites = _first_seen([c.suite for c in planned], *(_spec_suites(sp) for sp in specs),
+                         sorted(have_s, key=suite_sort_key))
+    metrics = _first_seen(*([str(m) for m in sp.get("metrics") or ()] for sp in specs), METRICS, sorted(have_m))
+    asked_ds = [[e.partition("=")[0].strip() for e in (sp.get("datasets") or "").split(",")] for sp in specs]
+    datasets = _first_seen([c.dataset for c in planned], *asked_ds, sorted(have_d))
+    return (tuple(x for x in suites if x in have_s), tuple(x for x in metrics if x in have_m),
+            tuple(x for x in datasets if x in have_d))
 
 
 def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | None = None) -> Views:
@@ -47,6 +141,7 @@ def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | N
     """
     rec = pd.DataFrame(store.records(), columns=[*DISPLAY, "image", "metric", "value", "cell_id", "run_id",
                                                  "finished"])
+    cells = list(cells) if cells is not None else None
     if cells is not None:
         rec = rec[rec.cell_id.isin({c.cell_id for c in cells})]
     elif run is not None:
@@ -63,7 +158,8 @@ def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | N
         summary = g["value"].agg(lambda v: v.mean() if v.notna().all() else float("nan")).rename("value").to_frame()
         summary["n_images"] = g["image"].nunique()
         summary = summary.reset_index()[SUMMARY_COLUMNS]
-    return Views(summary, store.variants(), store.metric_notes(), store.runs(), rendered)
+    runs = store.runs()
+    return Views(summary, store.variants(), store.metric_notes(), runs, rendered, *orders(summary, runs, cells))
 
 
 def rendered_line(views: Views) -> str:
@@ -75,7 +171,46 @@ def rendered_line(views: Views) -> str:
 
 
 def _fmt(metric: str, v: float) -> str:
-    return "n/a" if pd.isna(v) else f"{v:.{DIGITS.get(metric, 4)}f}"
+    return "n/a" if pd.isna(v) else f"{v:.{metric_digits(metric)}f}"
+
+
+def upper_bounds(views: Views) -> set[str]:
+    """Methods whose stored info flags them as upper bounds (``MethodInfo.upper_bound``)."""
+    out = set()
+    for meta in views.variants.values():
+        info = meta.get("info") or {}
+        if "upper_bound" in info:
+            flag = bool(info["upper_bound"])
+        else:  # stored before the flag existed: ask the method's current info, if it is installed
+            flag = _registered_upper_bound(meta["method"])
+        if flag:
+            out.add(meta["method"])
+    return out
+
+
+def _registered_upper_bound(method: str) -> bool:
+    from .adapter import REGISTRY, BenchError
+
+    try:
+        return REGISTRY.get(method).info.upper_bound
+    except BenchError:
+        return False
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "Δ": r"$\Delta$", "σ": r"$\sigma$", "θ": r"$\theta$", "×": r"$\times$", "−": r"$-$", "…": r"\ldots{}",
+    "–": "--", "—": "---", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "°": r"$^\circ$", "²": r"$^2$",
+}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIAL))
+
+
+def latex_escape(text: object) -> str:
+    """Plain text -> LaTeX: the ten special characters escaped in one pass (so an
+    escape is never escaped again), the few non-ASCII symbols tables use as math."""
+    # whitespace runs (newlines included) become one space: a blank line would end a LaTeX paragraph
+    return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group(0)], re.sub(r"\s+", " ", str(text)))
 
 
 def _footnotes(views: Views) -> list[str]:
@@ -98,12 +233,14 @@ def _footnotes(views: Views) -> list[str]:
         notes.append(line)
     for m, reason in sorted(views.metric_notes.items()):
         if m in set(views.summary["metric"]):
-            notes.append(f"{METRIC_LABEL.get(m, m)} n/a: {reason}")
+            notes.append(f"{metric_label(m)} n/a: {reason}")
     if "given" in set(views.summary["suite"]):
         notes.append("suite `given`: the dataset's own LR images; methods fitted per domain use their fit to the run's "
                      "target domain (`--target`), since test images never enter training.")
-    for m in sorted(not_competing(views) & set(views.summary["method"])):
-        notes.append(f"`{m}` is told the true degradation (an upper bound) and is never marked best.")
+    shown = set(views.summary["method"])
+    for m in sorted(upper_bounds(views) & shown):
+        notes.append(f"`{m}` is an upper bound (it is told what the other methods are not, e.g. the true "
+                     "degradation) and is never marked best.")
     if len(views.rendered) > 1:
         notes.append("Rendered: " + rendered_line(views) + ".")
     return notes
@@ -113,15 +250,26 @@ def _footnotes(views: Views) -> list[str]:
 NOT_RUN = "–"
 
 
+def _rank(order: Sequence[str], key=lambda x: x):
+    where = {x: i for i, x in enumerate(order)}
+    return lambda x: (0, where[x], ()) if x in where else (1, len(where), key(x))
+
+
 def grids(views: Views) -> list[tuple[str, str, int, str, pd.DataFrame, pd.DataFrame]]:
-    """(dataset, protocol, scale, metric, methods x suites means, methods x suites ran?)."""
+    """(dataset, protocol, scale, metric, methods x suites means, methods x suites ran?),
+    datasets, metrics and suite columns in ``views``' orders."""
     s = views.summary
     out = []
     if s.empty:
         return out
-    for (ds, proto, scale, metric), part in s.groupby(["dataset", "protocol", "scale", "metric"], sort=False):
+    ds_rank, metric_rank = _rank(views.dataset_order), _rank(views.metric_order)
+    suite_rank = _rank(views.suite_order, suite_sort_key)
+    groups = sorted(s.groupby(["dataset", "protocol", "scale", "metric"], sort=False),
+                    key=lambda g: (ds_rank(g[0][0]), g[0][1], int(g[0][2]), metric_rank(g[0][3])))
+    for (ds, proto, scale, metric), part in groups:
         part = part.assign(row=row_labels(part))
         frame = part.pivot_table(index="row", columns="suite", values="value", aggfunc="first", dropna=False)
+        frame = frame[sorted(frame.columns, key=suite_rank)]
         ran = part.pivot_table(index="row", columns="suite", values="n_images", aggfunc="size",
                                fill_value=0).reindex_like(frame).fillna(0) > 0
         frame.index.name = ran.index.name = "method"
@@ -136,13 +284,16 @@ def row_labels(part: pd.DataFrame) -> pd.Series:
     return part["method"].where(n <= 1, part["method"] + " (" + part["variant"] + ")")
 
 
-def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap, skip: set[str] = frozenset()) -> pd.DataFrame:
-    text = frame.apply(lambda col: col.map(lambda v: _fmt(metric, v))).astype(object)
-    text = text.where(ran, NOT_RUN)
+def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap, bounds: set[str] = frozenset(),
+               esc=str, not_run: str = NOT_RUN) -> pd.DataFrame:
+    """Cell texts (``esc`` applied before ``wrap``, so the wrapping markup stays markup), the best
+    competing value per column wrapped; upper bounds (``bounds``) are never best."""
+    text = frame.apply(lambda col: col.map(lambda v: esc(_fmt(metric, v)))).astype(object)
+    text = text.where(ran, not_run)
     for col in frame.columns:
-        comp = frame[col].drop([m for m in frame.index if m.split(" (")[0] in skip]).dropna()
+        comp = frame[col].drop([r for r in frame.index if r.split(" (")[0] in bounds]).dropna()
         if len(comp) > 1:
-            best = comp.idxmin() if metric in LOWER_BETTER else comp.idxmax()
+            best = comp.idxmin() if lower_better(metric) else comp.idxmax()
             text.loc[best, col] = wrap(text.loc[best, col])
     return text
 
@@ -150,11 +301,12 @@ def _bold_best(frame: pd.DataFrame, ran: pd.DataFrame, metric: str, wrap, skip: 
 def markdown(views: Views, title: str = "Results") -> str:
     lines = [f"# {title}", ""]
     any_not_run = False
+    bounds = upper_bounds(views)
     for ds, proto, scale, metric, frame, ran in grids(views):
-        arrow = "↓" if metric in LOWER_BETTER else "↑"
-        lines.append(f"### {ds} x{scale} — {METRIC_LABEL.get(metric, metric)} {arrow} ({proto})")
+        arrow = "↓" if lower_better(metric) else "↑"
+        lines.append(f"### {ds} x{scale} — {metric_label(metric)} {arrow} ({proto})")
         lines.append("")
-        text = _bold_best(frame, ran, metric, lambda s: f"**{s}**", not_competing(views))
+        text = _bold_best(frame, ran, metric, lambda s: f"**{s}**", bounds)
         any_not_run |= not bool(ran.values.all())
         lines.append(tabulate(text.reset_index().values.tolist(), headers=["method", *map(str, text.columns)],
                               tablefmt="github", disable_numparse=True))
@@ -170,22 +322,23 @@ def markdown(views: Views, title: str = "Results") -> str:
 
 def latex(views: Views) -> str:
     parts = []
+    bounds = upper_bounds(views)
+    esc = latex_escape
     for ds, proto, scale, metric, frame, ran in grids(views):
-        arrow = r"$\downarrow$" if metric in LOWER_BETTER else r"$\uparrow$"
-        text = _bold_best(frame, ran, metric, lambda s: rf"\textbf{{{s}}}", not_competing(views)).replace(NOT_RUN, "--")
+        arrow = r"$\downarrow$" if lower_better(metric) else r"$\uparrow$"
+        text = _bold_best(frame, ran, metric, lambda s: rf"\textbf{{{s}}}", bounds, esc=esc, not_run="--")
         cols = "l" + "c" * len(text.columns)
-        esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
         rows = [" & ".join([esc(m), *map(str, r)]) + r" \\" for m, r in zip(text.index, text.values.tolist())]
         parts.append("\n".join([
             r"\begin{table}[t]\centering",
-            rf"\caption{{{esc(ds)} $\times{scale}$, {METRIC_LABEL.get(metric, metric)} {arrow} ({esc(proto)})}}",
+            rf"\caption{{{esc(ds)} $\times{scale}$, {esc(metric_label(metric))} {arrow} ({esc(proto)})}}",
             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
             " & ".join(["Method", *[esc(c) for c in text.columns]]) + r" \\", r"\midrule", *rows,
             r"\bottomrule", r"\end{tabular}", r"\end{table}",
         ]))
     notes = _footnotes(views)
-    if notes:
-        parts.append("% Notes:\n" + "\n".join(f"% {i}. {n}" for i, n in enumerate(notes, 1)))
+    if notes:  # comments: a newline inside a note would end the comment and leak text into the document
+        parts.append("% Notes:\n" + "\n".join(f"% {i}. {' '.join(n.split())}" for i, n in enumerate(notes, 1)))
     return "\n\n".join(parts) + "\n"
 
 

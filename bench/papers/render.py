@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tabulate import tabulate
 
-from bench.tables import DIGITS, METRIC_LABEL
+from bench.tables import latex_escape, metric_digits, metric_label
 
 from .run import TablePlan, TableRun
 from .spec import Block, Reported, TableSpec
@@ -55,11 +55,11 @@ class Rendered:
 def _fmt(metric: str, v: float | None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    return f"{v:.{DIGITS.get(metric, 4)}f}"
+    return f"{v:.{metric_digits(metric)}f}"
 
 
 def _delta(metric: str, v: float) -> str:
-    text = f"{abs(v):.{DIGITS.get(metric, 4)}f}"
+    text = f"{abs(v):.{metric_digits(metric)}f}"
     if float(text) == 0:
         return text  # no sign on a difference that rounds to zero
     return ("+" if v > 0 else "−") + text
@@ -150,7 +150,7 @@ def render(plan: TablePlan, run: TableRun | None, summary: pd.DataFrame, variant
             single = len([1 for d2, _ in cols if d2 == ds]) == 1 and len(block.columns) == 1
             h = ds + mark + ("" if single else f"<br>{c.label}")
             if differ:
-                h += "<br>(" + "/".join(METRIC_LABEL.get(m, m) for m in ds_metrics[ds]) + ")"
+                h += "<br>(" + "/".join(metric_label(m) for m in ds_metrics[ds]) + ")"
             header.append(h)
         lines: list[list[str]] = []
         for rp in plan.rows:
@@ -201,7 +201,7 @@ def render(plan: TablePlan, run: TableRun | None, summary: pd.DataFrame, variant
                             cell_notes.append(notes.mark(f"{row.label} on {ds} ({c.label}, x{block.scale}): {why}"))
                             absent = absent or ("failed" if why.startswith("failed") else "—")
                         elif v is not None and math.isnan(v) and m in metric_notes:
-                            cell_notes.append(notes.mark(f"{METRIC_LABEL.get(m, m)} n/a: {metric_notes[m]}"))
+                            cell_notes.append(notes.mark(f"{metric_label(m)} n/a: {metric_notes[m]}"))
                         ours_vals.append(v)
                     for m, t, v in zip(metrics, texts, ours_vals):
                         deltas.append(None if (t is None or v is None or math.isnan(v)) else v - float(t))
@@ -252,7 +252,7 @@ def render(plan: TablePlan, run: TableRun | None, summary: pd.DataFrame, variant
             else:
                 lines.append([f"{label} (computed here; not printed in the paper)", model_label + model_mark,
                               *ours_line])
-        caption = block.label + " — " + ("/".join(METRIC_LABEL.get(m, m) for m in spec.protocol.metrics)
+        caption = block.label + " — " + ("/".join(metric_label(m) for m in spec.protocol.metrics)
                                          if not differ else "metrics per column")
         out_md += [f"#### {caption}", "", tabulate(lines, headers=header, tablefmt="github", disable_numparse=True), ""]
         out_tex.append(_latex_block(spec, block, caption, header, lines))
@@ -272,12 +272,12 @@ def render(plan: TablePlan, run: TableRun | None, summary: pd.DataFrame, variant
 
 
 def _tex(s: str) -> str:
+    """Cell or caption text (Markdown with <sup> footnote marks and <br>) -> LaTeX: the text
+    escaped, the marks as superscripts (footnote numbers only, so nothing in them needs escaping)."""
     import re
 
-    s = re.sub(r"<sup>([^<]*)</sup>", r"$^{\1}$", s).replace("<br>", " ")
-    return (s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
-            .replace("Δ", r"$\Delta$").replace("σ", r"$\sigma$").replace("−", "$-$").replace("…", r"\ldots{}")
-            .replace("–", "--"))
+    parts = re.split(r"<sup>([^<]*)</sup>", str(s).replace("<br>", " "))
+    return "".join(latex_escape(p) if i % 2 == 0 else f"$^{{{latex_escape(p)}}}$" for i, p in enumerate(parts))
 
 
 def _latex_block(spec: TableSpec, block: Block, caption: str, header: list[str], lines: list[list[str]]) -> str:
