@@ -17,7 +17,6 @@ class Oracle(EDSRTrained):
         scales=(2, 3, 4),
         upper_bound=True,
         notes=("Receives TrainingData.degradation, which no other method gets: an upper bound, not a competitor.",),
-        upper_bound=True,
     )
 
     def training_suite(self, data: TrainingData):
