@@ -55,9 +55,11 @@ def test_random_bytes_checkpoint_is_one_whole_line_without_warnings(tmp_path, re
     assert set(load_torch_file(good)) == {"w"}
 
 
-def test_partial_dataset_warning_is_one_clean_line(tmp_path, capsys):
+def test_partial_dataset_warning_is_one_clean_line(tmp_path, capsys, monkeypatch):
     """RealSR's spec expects 100 pairs per scale and tolerates fewer (count_strict = false)."""
     from bench.cli import main
+
+    monkeypatch.setenv("UNPAIRED_SR_BENCH_NO_PROGRESS", "1")  # stderr holds only messages, no progress bar
 
     root = tmp_path / "RealSR"
     rng = np.random.default_rng(0)
