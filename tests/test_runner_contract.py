@@ -11,11 +11,10 @@ from bench.adapter import Method, MethodInfo
 
 
 class _Learned(Method):
-    """A third-party learned method (a network, a no-op fit). Learned, so its variant is its
-    fit key: classical methods all share the variant "-" and so one store cell per setting."""
+    """A third-party learned method (a network, a no-op fit)."""
 
-    def __init__(self, scale, **kw):
-        super().__init__(scale, **kw)
+    def __init__(self, scale, context=None, **kw):
+        super().__init__(scale, context, **kw)
         self.net = torch.nn.Conv2d(3, 3, 1)
 
     def network(self):
