@@ -92,15 +92,13 @@ class Budget:
     iterations: int
     batch_size: int
     patch_size: int  # LR patch side
-    seconds: float | None = None  # optional wall-clock cap
     lr: float = 2e-4
 
     def key(self) -> str:
         return f"it{self.iterations}-b{self.batch_size}-p{self.patch_size}"
 
     def describe(self) -> str:
-        cap = f", cap {self.seconds:g}s" if self.seconds else ""
-        return f"{self.iterations} it x batch {self.batch_size} x LR patch {self.patch_size}{cap}"
+        return f"{self.iterations} it x batch {self.batch_size} x LR patch {self.patch_size}"
 
 
 @dataclass(frozen=True)
