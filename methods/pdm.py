@@ -22,29 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    BenchError,
-    Budget,
-    CheckpointError,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
-from bench.train import (
-    PatchSampler,
-    PerceptualLoss,
-    adam,
-    set_requires_grad,
-    torch_generator,
-)
+from bench.adapter import (BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench.train import PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
 
 from ._blocks import EDSR
-from ._rrdb import RRDBNet
+from ._esrgan import RRDBNet
 from ._stages import Stage, run_stages, split_iterations
 
 # ---------------------------------------------------------------------------
@@ -534,7 +517,7 @@ class PDM(Method):
             return step
 
         if self.sr_kind == "rrdb":  # deg/2020Track1.yml, then percep/2020Track1.yml with netDeg frozen
-            n_deg, n_sr = split_iterations(budget.iterations, 0.5)
+            n_deg, n_sr = split_iterations(budget.iterations, (0.5, 0.5))
             stages = [Stage("degradation", make_step(True, False, n_deg), n_deg),
                       Stage("sr", make_step(False, True, n_sr), n_sr)]
         else:  # psnr/2020Track1.yml: both every iteration
