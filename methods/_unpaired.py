@@ -12,9 +12,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import BenchError, CheckpointError, TrainingData, load_torch_file
+from bench.adapter import BenchError, CheckpointError, FitReport, Method, TrainingData, load_torch_file
 
 from ._blocks import PReLUResBlock
+
+
+class DegradationSRMethod(Method):
+    """The DSGAN family's shape (FSSR, DASR-Wei, FCA): a learned HR -> LR network
+    (``degrader()``) makes the LR half of the pairs the SR network (``network()``) learns from.
+
+    Subclasses list their training-only modules (discriminators, filters, the perceptual
+    loss as 'perceptual') in ``build_training_modules``; one fit keeps one set.
+    """
+
+    _train: dict[str, nn.Module]
+
+    def degrader(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
+        net = self.network()
+        net.eval()
+        return net(lr.to(self.device, torch.float32))
+
+    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.forward_unclamped(lr).clamp(0, 1)
+
+    @torch.no_grad()
+    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The learned HR -> LR model on HR; deterministic (``generator`` unused)."""
+        g = self.degrader()
+        g.eval()
+        return g(hr.to(self.device, torch.float32))
+
+    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
+        if not self._train:
+            self._train = {k: m.to(self.device) for k, m in self.build_training_modules(seed).items()}
+        return self._train
+
+    def begin_fit(self, data: TrainingData) -> tuple[dict[str, nn.Module], FitReport]:
+        """Fresh training modules seeded from the data seed, and a report that names a
+        perceptual stand-in when one is used."""
+        check_unpaired(data, self.info.name)
+        self._train = {}
+        t = self._training_modules(data.seed)
+        report = FitReport()
+        if t["perceptual"].stand_in:
+            report.notes.append(t["perceptual"].stand_in)
+        return t, report
 
 
 class DSGANGenerator(nn.Module):

@@ -384,14 +384,7 @@ class PairPatchSampler(PatchSampler):
                 y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
                 pair.append(im[:, y:y + self.patch, x:x + self.patch])
             p = torch.stack(pair)
-            if self.augment:
-                if self._randint(2):
-                    p = p.flip(-1)
-                if self._randint(2):
-                    p = p.flip(-2)
-                if self._randint(2):
-                    p = p.transpose(-1, -2)
-            out.append(p)
+            out.append(self._augment(p) if self.augment else p)
         return torch.stack(out).contiguous()  # n, 2, 3, P, P
 
 

@@ -267,12 +267,7 @@ class PairSampler(PatchSampler):
         for _ in range(n):
             im = self.images[self._randint(len(self.images))]
             if self.augment:
-                if self._randint(2):
-                    im = im.flip(-1)
-                if self._randint(2):
-                    im = im.flip(-2)
-                if self._randint(2):
-                    im = im.transpose(-1, -2)
+                im = self._augment(im)
             h, w = im.shape[1:]
             pair = []
             for _ in range(2):

@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
-                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench.adapter import (BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
+                           load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
 from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_generator
 
 from ._blocks import seeded
 from ._esrgan import ESRGAN, RRDB
 from ._stages import Stage, descend, linear_decay, multistep, run_stages, scaled_milestones, split_iterations
-from ._unpaired import (FS_TYPES, DSGANGenerator, FilterLow, FSDiscriminator, arch_with, check_unpaired,
+from ._unpaired import (FS_TYPES, DegradationSRMethod, DSGANGenerator, FilterLow, FSDiscriminator, arch_with,
                         fresh_training_dict, release_pair, truncate_uint8, wavelet_high, wavelet_low)
 
 
@@ -170,7 +170,7 @@ _DWT_BUFFERS = ("DWT2.",)
 
 
 @register_method
-class DASRWei(Method):
+class DASRWei(DegradationSRMethod):
     """DASR (Wei et al.): DSN degradation, domain-distance maps, distance-weighted SRN training."""
 
     info = MethodInfo(
@@ -232,19 +232,9 @@ class DASRWei(Method):
     def network(self) -> nn.Module:
         return self.srn
 
-    @torch.no_grad()
-    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
-        self.srn.eval()
-        return self.srn(lr.to(self.device, torch.float32))
-
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.forward_unclamped(lr).clamp(0, 1)
-
-    @torch.no_grad()
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The learned HR -> LR model: DSN(HR) (sigmoid, unclamped); deterministic (``generator`` unused)."""
-        self.dsn.eval()
-        return self.dsn(hr.to(self.device, torch.float32))
+    def degrader(self) -> nn.Module:
+        """degrade() = DSN(HR): sigmoid output, unclamped."""
+        return self.dsn
 
     @torch.no_grad()
     def discriminator_prob(self, lr: torch.Tensor) -> torch.Tensor:
@@ -296,19 +286,16 @@ class DASRWei(Method):
         torch.save(self.srn.state_dict(), p / "AIM_DASR_TDSR_G.pth")
 
     # -- training --------------------------------------------------------
-    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
-        if not self._train:
-            a = self.arch
-            col = None if a.fs_type == "wavelet" else FilterLow(a.fs_kernel, padding=False, gaussian=a.fs_type == "gau")
-            self._train = {
-                "srn_d": seeded(seed + 12, lambda: PatchDiscriminator(9, a.srn_d_width, 2)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
-            }
-            if col is not None:
-                self._train["col_filter"] = col
-            for m in self._train.values():
-                m.to(self.device)
-        return self._train
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        a = self.arch
+        col = None if a.fs_type == "wavelet" else FilterLow(a.fs_kernel, padding=False, gaussian=a.fs_type == "gau")
+        t = {
+            "srn_d": seeded(seed + 12, lambda: PatchDiscriminator(9, a.srn_d_width, 2)),
+            "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+        }
+        if col is not None:
+            t["col_filter"] = col
+        return t
 
     def trainables(self) -> dict[str, nn.Module]:
         t = self._training_modules(0)
@@ -373,14 +360,9 @@ class DASRWei(Method):
         return terms
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        check_unpaired(data, "dasr-wei")
-        self._train = {}
+        t, report = self.begin_fit(data)
         self.dsn_d = seeded(data.seed + 11, lambda: FSDiscriminator(
             self.arch.fs_type, self.arch.fs_kernel, self.arch.d_width, "instance")).to(self.device)
-        t = self._training_modules(data.seed)
-        report = FitReport()
-        if t["perceptual"].stand_in:
-            report.notes.append(t["perceptual"].stand_in)
         n_dsn, n_srn = split_iterations(budget.iterations, self.arch.stage_fractions())
         s, p = self.scale, budget.patch_size
         p_deg = self.arch.deg_patch_factor * p

@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (Budget, CheckpointError, FitReport, Method, MethodInfo, TrainingData,
-                           load_state_dict_checked, load_torch_file, register_method)
+from bench.adapter import (Budget, CheckpointError, FitReport, MethodInfo, TrainingData, load_state_dict_checked,
+                           load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
 from bench.train import PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
 
@@ -67,7 +67,7 @@ from ._blocks import PReLUResBlock, seeded
 from ._esrgan import (ESRGAN, ESRGAN_FS_W, ResidualDenseBlock, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d,
                       ragan_g)
 from ._stages import Stage, descend, run_stages, split_iterations
-from ._unpaired import FSDiscriminator, arch_with, check_unpaired
+from ._unpaired import DegradationSRMethod, FSDiscriminator, arch_with
 
 
 class InceptionStem(nn.Module):
@@ -227,7 +227,7 @@ FCA_SCALES = (1.2, 3.5)
 
 
 @register_method
-class FCA(Method):
+class FCA(DegradationSRMethod):
     """Frequency Consistent Adaptation: learned kernel after bicubic, FDC + wavelet GAN, ESRGAN on the pairs."""
 
     info = MethodInfo(
@@ -282,19 +282,8 @@ class FCA(Method):
     def network(self) -> nn.Module:
         return self.sr
 
-    @torch.no_grad()
-    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
-        self.sr.eval()
-        return self.sr(lr.to(self.device, torch.float32))
-
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.forward_unclamped(lr).clamp(0, 1)
-
-    @torch.no_grad()
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The learned HR -> LR model; deterministic (``generator`` unused)."""
-        self.generator.eval()
-        return self.generator(hr.to(self.device, torch.float32))
+    def degrader(self) -> nn.Module:
+        return self.generator
 
     @torch.no_grad()
     def kernels(self, hr: torch.Tensor) -> torch.Tensor:
@@ -316,18 +305,14 @@ class FCA(Method):
         torch.save({"generator": self.generator.state_dict(), "sr": self.sr.state_dict()}, path)
 
     # -- training --------------------------------------------------------
-    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
-        if not self._train:
-            a = self.arch
-            self._train = {
-                "fdc": seeded(seed + 11, lambda: FrequencyDensityComparator(a.fdc_width, a.fdc_branch)),
-                "wd": seeded(seed + 12, lambda: FSDiscriminator("wavelet", width=a.wd_width, norm="batch")),
-                "sr_d": seeded(seed + 13, lambda: VGGDiscriminator(3, a.vgg_d_width)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
-            }
-            for m in self._train.values():
-                m.to(self.device)
-        return self._train
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        a = self.arch
+        return {
+            "fdc": seeded(seed + 11, lambda: FrequencyDensityComparator(a.fdc_width, a.fdc_branch)),
+            "wd": seeded(seed + 12, lambda: FSDiscriminator("wavelet", width=a.wd_width, norm="batch")),
+            "sr_d": seeded(seed + 13, lambda: VGGDiscriminator(3, a.vgg_d_width)),
+            "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+        }
 
     def trainables(self) -> dict[str, nn.Module]:
         t = self._training_modules(0)
@@ -394,12 +379,7 @@ class FCA(Method):
         return terms
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        check_unpaired(data, "fca")
-        self._train = {}
-        t = self._training_modules(data.seed)
-        report = FitReport()
-        if t["perceptual"].stand_in:
-            report.notes.append(t["perceptual"].stand_in)
+        t, report = self.begin_fit(data)
         n_fdc, n_adapt, n_sr = split_iterations(budget.iterations, FCA_STAGE_FRACTIONS)
         s, p, bs = self.scale, budget.patch_size, budget.batch_size
         p_deg = self.arch.deg_patch_factor * p

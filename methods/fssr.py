@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo, TrainingData,
+from bench.adapter import (Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
 from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_generator
@@ -34,7 +34,7 @@ from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_gene
 from ._blocks import seeded
 from ._esrgan import ESRGAN, ESRGAN_FS_W, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d, ragan_g
 from ._stages import Stage, descend, linear_decay, run_stages, split_iterations
-from ._unpaired import (DSGANGenerator, FilterHigh, FilterLow, FSDiscriminator, arch_with, check_unpaired,
+from ._unpaired import (DegradationSRMethod, DSGANGenerator, FilterHigh, FilterLow, FSDiscriminator, arch_with,
                         fresh_training_dict, release_pair, strip_module, training_dict_entry, truncate_uint8)
 from ._unpaired import haar_dwt, wavelet_high  # noqa: F401  (tests/methods/test_fssr.py imports them from here)
 
@@ -85,7 +85,7 @@ FSSR_W = {"dsgan/col": 1.0, "dsgan/tex": 0.005, "dsgan/per": 0.01, **ESRGAN_FS_W
 
 
 @register_method
-class FSSR(Method):
+class FSSR(DegradationSRMethod):
     """DSGAN degradation + ESRGAN-FS super-resolution, trained with frequency separation."""
 
     info = MethodInfo(
@@ -143,13 +143,8 @@ class FSSR(Method):
     def network(self) -> nn.Module:
         return self.sr
 
-    @torch.no_grad()
-    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
-        self.sr.eval()
-        return self.sr(lr.to(self.device, torch.float32))
-
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.forward_unclamped(lr).clamp(0, 1)
+    def degrader(self) -> nn.Module:
+        return self.dsgan
 
     def bicubic(self, hr: torch.Tensor) -> torch.Tensor:
         """The DSGAN input: MATLAB bicubic x1/scale, clamped to [0,1] as the official copy does."""
@@ -182,20 +177,16 @@ class FSSR(Method):
         torch.save(self.sr.state_dict(), p / "fssr_SDSR.pth")
 
     # -- training --------------------------------------------------------
-    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
-        if not self._train:
-            a = self.arch
-            self._train = {
-                "dsgan_d": seeded(seed + 11, lambda: FSDiscriminator("avg_pool", a.fs_kernel, a.d_width, "batch")),
-                "sr_d": seeded(seed + 12, lambda: VGGDiscriminator(3, a.vgg_d_width)),
-                "col_filter": FilterLow(a.fs_kernel, padding=False),                       # DSGAN colour loss
-                "sr_low": FilterLow(a.sr_fs_kernel, padding=True, include_pad=True),        # ESRGAN-FS filters.py
-                "sr_high": FilterHigh(a.sr_fs_kernel, include_pad=True),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir),
-            }
-            for m in self._train.values():
-                m.to(self.device)
-        return self._train
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        a = self.arch
+        return {
+            "dsgan_d": seeded(seed + 11, lambda: FSDiscriminator("avg_pool", a.fs_kernel, a.d_width, "batch")),
+            "sr_d": seeded(seed + 12, lambda: VGGDiscriminator(3, a.vgg_d_width)),
+            "col_filter": FilterLow(a.fs_kernel, padding=False),                       # DSGAN colour loss
+            "sr_low": FilterLow(a.sr_fs_kernel, padding=True, include_pad=True),        # ESRGAN-FS filters.py
+            "sr_high": FilterHigh(a.sr_fs_kernel, include_pad=True),
+            "perceptual": PerceptualLoss(self.profile, self.weights_dir),
+        }
 
     def trainables(self) -> dict[str, nn.Module]:
         t = self._training_modules(0)
@@ -244,12 +235,7 @@ class FSSR(Method):
         return terms
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        check_unpaired(data, "fssr")
-        self._train = {}  # fresh discriminators per fit, seeded from the data seed
-        t = self._training_modules(data.seed)
-        report = FitReport()
-        if t["perceptual"].stand_in:
-            report.notes.append(t["perceptual"].stand_in)
+        t, report = self.begin_fit(data)  # fresh discriminators per fit, seeded from the data seed
         n_dsgan, n_sr = split_iterations(budget.iterations, self.arch.stage_fractions())
         s, p = self.scale, budget.patch_size
         p_deg = self.arch.deg_patch_factor * p
