@@ -76,15 +76,19 @@ class PatchSampler:
             h, w = im.shape[1:]
             y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
             p = im[:, y:y + self.patch, x:x + self.patch]
-            if self.augment:
-                if self._randint(2):
-                    p = p.flip(-1)
-                if self._randint(2):
-                    p = p.flip(-2)
-                if self._randint(2):
-                    p = p.transpose(-1, -2)
-            out.append(p)
+            out.append(self._augment(p) if self.augment else p)
         return torch.stack(out).contiguous()
+
+    def _augment(self, t: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flip, vertical flip and transpose of the last two axes, in that
+        order (three draws); subclasses apply it to a whole image or a stack of patches."""
+        if self._randint(2):
+            t = t.flip(-1)
+        if self._randint(2):
+            t = t.flip(-2)
+        if self._randint(2):
+            t = t.transpose(-1, -2)
+        return t
 
 
 class TrainingProbe:

@@ -43,7 +43,7 @@ def main() -> int:
         m = cls(4, profile=a.profile)
         budget = m.default_budget()
         data = runner.training_data(cls, 4, a.target, frozenset())
-        short = dataclasses.replace(budget, iterations=a.iterations, seconds=None)
+        short = dataclasses.replace(budget, iterations=a.iterations)
         t0 = time.perf_counter()
         rep = m.fit(data, short)
         dt = time.perf_counter() - t0

@@ -1,12 +1,15 @@
-"""Layers several methods share, with EDSR-PyTorch module names.
+"""Layers several methods share, with the module names of the code they come from.
 
 EDSR-PyTorch's names (``sub_mean``, ``head.0``, ``body.N.body.{0,2}``, ``tail.0.*``,
 ``tail.1``, ``add_mean``) are the ones DASR-Wang, CDSR, DAA's and PDM's released files
 use, so the modules here keep them: a released state dict loads without renaming.
+DSGAN's PReLU residual block (``conv1``/``prelu``/``conv2``) is in FSSR's, DASR-Wei's
+and MSSR's generators.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -34,6 +37,26 @@ class MeanShift(nn.Conv2d):
         self.bias.data = sign * rgb_range * torch.tensor(rgb_mean) / std
         for p in self.parameters():
             p.requires_grad = trainable
+
+
+def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a module with its initial weights drawn from ``seed`` (no global RNG change)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+class PReLUResBlock(nn.Module):
+    """DSGAN's residual block: conv3x3 -> PReLU (one slope) -> conv3x3, plus identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.prelu = nn.PReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.prelu(self.conv1(x)))
 
 
 class ResBlock(nn.Module):

@@ -31,21 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    MethodContext,
-    BenchError,
-    Budget,
-    CheckpointError,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.train import PatchSampler, adam, run_training, torch_generator
+
+from ._esrgan import ResidualDenseBlock
 
 #: Key prefixes of the training-only MoCo state that ``main.py`` deletes before saving.
 RELEASE_DROPPED = ("E.encoder_k.", "E.queue", "E.queue_ptr")
@@ -174,41 +164,13 @@ class SFT_Layer(nn.Module):
         return self.dab(feat, self.fc(fea_map))
 
 
-def _scaled_kaiming_(module: nn.Module, scale: float) -> None:
-    """Kaiming-normal (fan_in) times ``scale``, zero bias: the RDB init of module_util."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            m.weight.data.mul_(scale)
-            if m.bias is not None:
-                m.bias.data.zero_()
-
-
-class ResidualDenseBlock_5C(nn.Module):
-    def __init__(self, nf: int, gc: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
-        self.lrelu = nn.LeakyReLU(0.2, True)
-        _scaled_kaiming_(self, 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [x]
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            feats.append(self.lrelu(conv(torch.cat(feats, 1))))
-        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
-
-
 class RRDB_SFT(nn.Module):
     def __init__(self, nf: int, gc: int, para: int):
         super().__init__()
         self.SFT = SFT_Layer(nf, para)
-        self.RDB1 = ResidualDenseBlock_5C(nf, gc)
-        self.RDB2 = ResidualDenseBlock_5C(nf, gc)
-        self.RDB3 = ResidualDenseBlock_5C(nf, gc)
+        self.RDB1 = ResidualDenseBlock(nf, gc)
+        self.RDB2 = ResidualDenseBlock(nf, gc)
+        self.RDB3 = ResidualDenseBlock(nf, gc)
 
     def forward(self, feat: torch.Tensor, fea_map: torch.Tensor) -> torch.Tensor:
         out = self.RDB3(self.RDB2(self.RDB1(self.SFT(feat, fea_map))))
@@ -422,14 +384,7 @@ class PairPatchSampler(PatchSampler):
                 y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
                 pair.append(im[:, y:y + self.patch, x:x + self.patch])
             p = torch.stack(pair)
-            if self.augment:
-                if self._randint(2):
-                    p = p.flip(-1)
-                if self._randint(2):
-                    p = p.flip(-2)
-                if self._randint(2):
-                    p = p.transpose(-1, -2)
-            out.append(p)
+            out.append(self._augment(p) if self.augment else p)
         return torch.stack(out).contiguous()  # n, 2, 3, P, P
 
 

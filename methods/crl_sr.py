@@ -60,18 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    MethodContext,
-    BenchError,
-    Budget,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, BenchError, Budget, FitReport, Method, MethodInfo, TrainingData, load_state_dict_checked,
+                           load_torch_file, register_method)
 from bench.train import PatchSampler, adam, run_training, set_requires_grad, torch_generator
 
 from ._blocks import MeanShift, ResBlock, Upsampler, default_conv

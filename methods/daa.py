@@ -20,23 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    MethodContext,
-    sha256_file,
-    BenchError,
-    Budget,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, sha256_file, BenchError, Budget, CheckpointInfo, FitReport, Method, MethodInfo, TrainingData,
+                           load_state_dict_checked, load_torch_file, register_method)
 from bench.train import run_training, torch_generator
 
 from ._blocks import default_conv
+from ._stages import Recipe
 from .dasr_wang import RGB_RANGE, DegradationEncoder, DegradationSpec, PairSampler, degrade_to_255, uniform
 
 REGIONS = 4
@@ -324,33 +313,17 @@ TRAINING_DEGRADATION = DegradationSpec("aniso", (0.2, 4.0), 25.0)
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """The official schedule in epochs (1000 iterations each), mapped onto any budget."""
+class DAARecipe(Recipe):
+    """DASR-Wang's epoch schedule with DAA's lengths and rates (1000 iterations an epoch),
+    plus the joint stage's ranking weight and the stand-in backbone stage."""
 
-    epochs_encoder: int = 100
     epochs_sr: int = 700
     lr_encoder: float = 1e-4
-    lr_decay_encoder: int = 60
-    gamma_encoder: float = 0.1
-    lr_decay_sr: int = 125
-    gamma_sr: float = 0.5
     rank_weight_joint: float = 0.2
     #: without imdn_init: this share of the budget pre-trains the plain IMDN on bicubic
     #: pairs, standing in for the bicubic IMDN_x4.pth the official run starts from
     backbone_fraction: float = 0.2
     lr_backbone: float = 2e-4  # IMDN's own initial learning rate
-
-    def epoch(self, i: int, iterations: int) -> int:
-        return 1 + (i * (self.epochs_encoder + self.epochs_sr)) // max(1, iterations)
-
-    def stage(self, i: int, iterations: int) -> str:
-        return "encoder" if self.epoch(i, iterations) <= self.epochs_encoder else "joint"
-
-    def lr(self, i: int, iterations: int, lr_sr: float) -> float:
-        e = self.epoch(i, iterations)
-        if e <= self.epochs_encoder:
-            return self.lr_encoder * self.gamma_encoder ** (e // self.lr_decay_encoder)
-        return lr_sr * self.gamma_sr ** ((e - self.epochs_encoder) // self.lr_decay_sr)
 
 
 @register_method
@@ -390,7 +363,7 @@ class DAA(Method):
         # official: 100 encoder + 700 joint epochs of 1000 iterations, batch 32, LR patch 48
         "paper": Budget(iterations=800_000, batch_size=32, patch_size=48, lr=1e-4),
     }
-    recipe: ClassVar[Recipe] = Recipe()
+    recipe: ClassVar[DAARecipe] = DAARecipe()
 
     def __init__(self, scale: int = 4, context: MethodContext | None = None, *, profile: str | None = None,
                  device: str | torch.device | None = None, nf: int | None = None,

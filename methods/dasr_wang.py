@@ -22,24 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    MethodContext,
-    MethodVariant,
-    BenchError,
-    Budget,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, MethodVariant, BenchError, Budget, CheckpointInfo, FitReport, Method, MethodInfo, TrainingData,
+                           load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade import ops_torch
 from bench.train import PatchSampler, run_training, torch_generator
 
 from ._blocks import MeanShift, Upsampler, default_conv
+from ._stages import Recipe
 
 RGB_RANGE = 255.0  # the official networks work on 0..255 end to end
 
@@ -278,12 +267,7 @@ class PairSampler(PatchSampler):
         for _ in range(n):
             im = self.images[self._randint(len(self.images))]
             if self.augment:
-                if self._randint(2):
-                    im = im.flip(-1)
-                if self._randint(2):
-                    im = im.flip(-2)
-                if self._randint(2):
-                    im = im.transpose(-1, -2)
+                im = self._augment(im)
             h, w = im.shape[1:]
             pair = []
             for _ in range(2):
@@ -330,32 +314,6 @@ def sample_degradation(spec: DegradationSpec, n: int, g: torch.Generator) -> dic
 # ---------------------------------------------------------------------------
 #: (n_groups, n_blocks, n_feats, enc_width) per profile; paper = the official network.
 ARCH = {"smoke": (1, 1, 16, 8), "quick": (2, 2, 32, 16), "paper": (5, 5, 64, 64)}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The official schedule, in epochs of the official run; a budget of any length is
-    mapped onto it proportionally so both stages and every decay happen."""
-
-    epochs_encoder: int = 100
-    epochs_sr: int = 500
-    lr_encoder: float = 1e-3
-    lr_decay_encoder: int = 60
-    gamma_encoder: float = 0.1
-    lr_decay_sr: int = 125
-    gamma_sr: float = 0.5
-
-    def epoch(self, i: int, iterations: int) -> int:
-        return 1 + (i * (self.epochs_encoder + self.epochs_sr)) // max(1, iterations)
-
-    def stage(self, i: int, iterations: int) -> str:
-        return "encoder" if self.epoch(i, iterations) <= self.epochs_encoder else "joint"
-
-    def lr(self, i: int, iterations: int, lr_sr: float) -> float:
-        e = self.epoch(i, iterations)
-        if e <= self.epochs_encoder:
-            return self.lr_encoder * self.gamma_encoder ** (e // self.lr_decay_encoder)
-        return lr_sr * self.gamma_sr ** ((e - self.epochs_encoder) // self.lr_decay_sr)
 
 
 @register_method

@@ -3,11 +3,11 @@ Domain-distance Aware Training"; official code ShuhangGu/DASR).
 
 Two stages:
 
-1. **DSN** (down-sampling network, ``DSN``): applied directly to HR, 8 PReLU residual
+1. **DSN** (down-sampling network, ``dsn``): applied directly to HR, 8 PReLU residual
    blocks, two stride-2 conv+PReLU, conv to RGB, sigmoid. Trained like DSGAN:
    L1 between 5x5 low-passes (valid region) of its output and of MATLAB-bicubic(HR),
    perceptual term, and a GAN on the high-passed output against target-domain LR
-   (``FSDiscriminator`` from fssr.py, InstanceNorm; high-pass 'avg_pool' by default,
+   (``FSDiscriminator`` from _unpaired.py, InstanceNorm; high-pass 'avg_pool' by default,
    'gau' and 'wavelet' as options).
 2. **Domain-distance maps**: the trained discriminator's sigmoid map on a generated LR,
    averaged over each pixel's 17 x 17 receptive field (``domain_distance_map``), then
@@ -27,78 +27,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    DegradationModel,
-    MethodContext,BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
-                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
+                           load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, torch_generator
-from methods.fssr import (FS_TYPES, FilterLow, FSDiscriminator, ResidualBlock, arch_with, bce, check_unpaired,
-                          esrgan_init_, fresh_training_dict, identity, linear_decay, multistep, release_pair,
-                          residual_dense, run_stage, scaled_milestones, seeded, split_iterations, truncate_uint8,
-                          wavelet_high, wavelet_low)
+from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_generator
+
+from ._blocks import seeded
+from ._esrgan import ESRGAN, RRDB
+from ._stages import Stage, descend, linear_decay, multistep, run_stages, scaled_milestones, split_iterations
+from ._unpaired import (FS_TYPES, DegradationSRMethod, DSGANGenerator, FilterLow, FSDiscriminator, arch_with,
+                        fresh_training_dict, release_pair, truncate_uint8, wavelet_high, wavelet_low)
 
 
-# ---------------------------------------------------------------------------
-# DSN (codes/DSN/model.py De_resnet): block_input / res_blocks / down_sample / block_output
-# ---------------------------------------------------------------------------
-class DSN(nn.Module):
-    """HR -> LR at 1/4 (or 1/2): residual trunk at HR size, then stride-2 conv+PReLU per factor 2."""
-
-    def __init__(self, scale: int = 4, n_blocks: int = 8, n_feats: int = 64):
-        super().__init__()
-        if scale not in (2, 4):
-            raise BenchError(f"the DASR-Wei DSN downsamples x2 or x4, not x{scale}")
-        self.block_input = nn.Sequential(nn.Conv2d(3, n_feats, 3, padding=1), nn.PReLU())
-        self.res_blocks = nn.ModuleList([ResidualBlock(n_feats) for _ in range(n_blocks)])
-        down: list[nn.Module] = []
-        for _ in range(scale // 2):
-            down += [nn.Conv2d(n_feats, n_feats, 3, stride=2, padding=1), nn.PReLU()]
-        self.down_sample = nn.Sequential(*down)
-        self.block_output = nn.Conv2d(n_feats, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.block_input(x)
-        for block in self.res_blocks:
-            h = block(h)
-        return torch.sigmoid(self.block_output(self.down_sample(h)))
+def dsn(scale: int, n_blocks: int = 8, n_feats: int = 64) -> DSGANGenerator:
+    """The DSN (codes/DSN/model.py De_resnet): DSGAN's trunk at HR size, then one stride-2
+    conv+PReLU per factor 2 (``down_sample``): HR -> LR at 1/4 (or 1/2)."""
+    if scale not in (2, 4):
+        raise BenchError(f"the DASR-Wei DSN downsamples x2 or x4, not x{scale}")
+    return DSGANGenerator(n_blocks, n_feats, down=scale // 2)
 
 
 # ---------------------------------------------------------------------------
 # SRN: RRDBNet in the original ESRGAN "old-arch" flattened-Sequential layout
 # ---------------------------------------------------------------------------
-def _conv_act(cin: int, cout: int, act: bool) -> nn.Sequential:
-    """Old BasicSR ``conv_block`` in CNA mode: Sequential(conv[, LeakyReLU 0.2]) -> keys ``.0.weight``."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1)]
-    if act:
-        layers.append(nn.LeakyReLU(0.2, inplace=True))
-    return nn.Sequential(*layers)
-
-
-class OldRDB(nn.Module):
-    """Residual dense block with old-arch names ``conv1.0`` .. ``conv5.0`` (activation inside)."""
-
-    def __init__(self, nf: int = 64, gc: int = 32):
-        super().__init__()
-        for i in range(4):
-            setattr(self, f"conv{i + 1}", _conv_act(nf + i * gc, gc, act=True))
-        self.conv5 = _conv_act(nf + 4 * gc, nf, act=False)
-        self.convs = [self.conv1, self.conv2, self.conv3, self.conv4, self.conv5]
-        esrgan_init_([c[0] for c in self.convs])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_dense(x, self.convs, identity)
-
-
-class OldRRDB(nn.Module):
-    def __init__(self, nf: int = 64, gc: int = 32):
-        super().__init__()
-        self.RDB1, self.RDB2, self.RDB3 = OldRDB(nf, gc), OldRDB(nf, gc), OldRDB(nf, gc)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.RDB3(self.RDB2(self.RDB1(x))) * 0.2 + x
-
-
 class ShortcutBlock(nn.Module):
     """``x + sub(x)``; ``sub`` = the RRDBs then the trunk conv (``model.1.sub.<nb>``)."""
 
@@ -116,7 +67,7 @@ class SRN(nn.Module):
 
     def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32):
         super().__init__()
-        trunk = nn.Sequential(*[OldRRDB(nf, gc) for _ in range(nb)], nn.Conv2d(nf, nf, 3, 1, 1))
+        trunk = nn.Sequential(*[RRDB(nf, gc, ESRGAN.rdb, wrapped=True) for _ in range(nb)], nn.Conv2d(nf, nf, 3, 1, 1))
 
         def lrelu() -> nn.Module:
             return nn.LeakyReLU(0.2, inplace=True)
@@ -219,10 +170,9 @@ _DWT_BUFFERS = ("DWT2.",)
 
 
 @register_method
-class DASRWei(Method, DegradationModel):
+class DASRWei(DegradationSRMethod):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
-    weight_files = (VGG19_FILE,)
     """DASR (Wei et al.): DSN degradation, domain-distance maps, distance-weighted SRN training."""
 
     info = MethodInfo(
@@ -277,7 +227,7 @@ class DASRWei(Method, DegradationModel):
             raise BenchError(f"dasr-wei: fs_type {self.arch.fs_type!r} unknown; choose one of {', '.join(FS_TYPES)}")
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
-        self.dsn = seeded(0, lambda: DSN(scale, a.dsn_blocks, a.dsn_feats)).to(self.device)
+        self.dsn = seeded(0, lambda: dsn(scale, a.dsn_blocks, a.dsn_feats)).to(self.device)
         self.dsn_d = seeded(2, lambda: FSDiscriminator(a.fs_type, a.fs_kernel, a.d_width, "instance")).to(self.device)
         self.srn = seeded(1, lambda: SRN(a.srn_nf, a.srn_blocks, a.srn_gc)).to(self.device)
         self._train: dict[str, nn.Module] = {}
@@ -286,19 +236,9 @@ class DASRWei(Method, DegradationModel):
     def network(self) -> nn.Module:
         return self.srn
 
-    @torch.no_grad()
-    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
-        self.srn.eval()
-        return self.srn(lr.to(self.device, torch.float32))
-
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.forward_unclamped(lr).clamp(0, 1)
-
-    @torch.no_grad()
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The learned HR -> LR model: DSN(HR) (sigmoid, unclamped); deterministic (``generator`` unused)."""
-        self.dsn.eval()
-        return self.dsn(hr.to(self.device, torch.float32))
+    def degrader(self) -> nn.Module:
+        """degrade() = DSN(HR): sigmoid output, unclamped."""
+        return self.dsn
 
     @torch.no_grad()
     def discriminator_prob(self, lr: torch.Tensor) -> torch.Tensor:
@@ -350,19 +290,16 @@ class DASRWei(Method, DegradationModel):
         torch.save(self.srn.state_dict(), p / "AIM_DASR_TDSR_G.pth")
 
     # -- training --------------------------------------------------------
-    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
-        if not self._train:
-            a = self.arch
-            col = None if a.fs_type == "wavelet" else FilterLow(a.fs_kernel, padding=False, gaussian=a.fs_type == "gau")
-            self._train = {
-                "srn_d": seeded(seed + 12, lambda: PatchDiscriminator(9, a.srn_d_width, 2)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
-            }
-            if col is not None:
-                self._train["col_filter"] = col
-            for m in self._train.values():
-                m.to(self.device)
-        return self._train
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        a = self.arch
+        col = None if a.fs_type == "wavelet" else FilterLow(a.fs_kernel, padding=False, gaussian=a.fs_type == "gau")
+        t = {
+            "srn_d": seeded(seed + 12, lambda: PatchDiscriminator(9, a.srn_d_width, 2)),
+            "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
+        }
+        if col is not None:
+            t["col_filter"] = col
+        return t
 
     def trainables(self) -> dict[str, nn.Module]:
         t = self._training_modules(0)
@@ -381,12 +318,12 @@ class DASRWei(Method, DegradationModel):
         t = self._training_modules(0)
         return {
             "dsn/col": F.l1_loss(self._colour(fake), self._colour(bic)),
-            "dsn/tex": bce(self.dsn_d(fake), True),
+            "dsn/tex": gan_loss(self.dsn_d(fake), True),
             "dsn/per": t["perceptual"](fake, bic),
         }
 
     def dsn_d_term(self, fake: torch.Tensor, target_lr: torch.Tensor) -> torch.Tensor:
-        return bce(self.dsn_d(target_lr), True) + bce(self.dsn_d(fake.detach()), False)
+        return gan_loss(self.dsn_d(target_lr), True) + gan_loss(self.dsn_d(fake.detach()), False)
 
     def make_pairs(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generated LR (saved as truncated uint8 PNG officially) and its distance weights at HR size."""
@@ -409,8 +346,8 @@ class DASRWei(Method, DegradationModel):
             "srn/pix": torch.mean(weights * (sr_src - hr).abs()),
             "srn/ll": F.l1_loss(wavelet_low(sr_src), wavelet_low(hr)),
             "srn/per": t["perceptual"](sr_src, hr),
-            "srn/gan": bce(d(wavelet_high(sr_tgt)), True),
-            "srn/d": (bce(d(wavelet_high(hr_unpair)), True) + bce(d(wavelet_high(sr_tgt.detach())), False)) / 2,
+            "srn/gan": gan_loss(d(wavelet_high(sr_tgt)), True),
+            "srn/d": (gan_loss(d(wavelet_high(hr_unpair)), True) + gan_loss(d(wavelet_high(sr_tgt.detach())), False)) / 2,
         }
 
     def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -427,14 +364,9 @@ class DASRWei(Method, DegradationModel):
         return terms
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        check_unpaired(data, "dasr-wei")
-        self._train = {}
+        t, report = self.begin_fit(data)
         self.dsn_d = seeded(data.seed + 11, lambda: FSDiscriminator(
             self.arch.fs_type, self.arch.fs_kernel, self.arch.d_width, "instance")).to(self.device)
-        t = self._training_modules(data.seed)
-        report, done = FitReport(), 0
-        if t["perceptual"].stand_in:
-            report.notes.append(t["perceptual"].stand_in)
         n_dsn, n_srn = split_iterations(budget.iterations, self.arch.stage_fractions())
         s, p = self.scale, budget.patch_size
         p_deg = self.arch.deg_patch_factor * p
@@ -455,19 +387,12 @@ class DASRWei(Method, DegradationModel):
             target = tgt_pool.sample(bs).to(self.device)
             fake = self.dsn(hr)
             d_loss = self.dsn_d_term(fake, target)  # D first, as codes/DSN/train.py
-            opt_d.zero_grad()
-            d_loss.backward()
-            opt_d.step()
+            descend(opt_d, d_loss, self.dsn_d)
             terms = self.dsn_g_terms(hr, fake)
-            g_loss = sum(DASR_WEI_W[k] * terms[k] for k in ("dsn/col", "dsn/tex", "dsn/per"))
-            opt_g.zero_grad()
-            g_loss.backward(inputs=list(self.dsn.parameters()))
-            opt_g.step()
+            descend(opt_g, sum(DASR_WEI_W[k] * terms[k] for k in ("dsn/col", "dsn/tex", "dsn/per")), self.dsn)
             for sc in sched:
                 sc.step()
             return {**{k: v.item() for k, v in terms.items()}, "dsn/d": d_loss.item()}
-
-        done += run_stage(dsn_step, budget, n_dsn, "dasr-wei DSN", report)
 
         # Stage 2: SRN (Adam 1e-4 beta1 0.9, MultiStepLR [35k, 80k, 100k, 150k] of 350k, gamma 0.5).
         # Half of each batch is generated pairs, half real target LR (LRHR_wavelet_unpair..._EQ).
@@ -477,9 +402,9 @@ class DASRWei(Method, DegradationModel):
         unpair_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "dasr-wei", "srn-hr-unpair"))
         real_pool = PatchSampler(data.target_lr, p, torch_generator(data.seed, "dasr-wei", "srn-real"))
         sd = t["srn_d"]
-        opt_g, opt_d = adam(self.srn.parameters(), budget.lr), adam(sd.parameters(), budget.lr)
+        opt_g2, opt_d2 = adam(self.srn.parameters(), budget.lr), adam(sd.parameters(), budget.lr)
         rule = multistep(scaled_milestones([35000, 80000, 100000, 150000], 350000, n_srn), 0.5)
-        sched = [torch.optim.lr_scheduler.LambdaLR(o, rule) for o in (opt_g, opt_d)]
+        sched2 = [torch.optim.lr_scheduler.LambdaLR(o, rule) for o in (opt_g2, opt_d2)]
 
         def srn_step(i: int) -> dict[str, float]:
             hr = pair_pool.sample(n_src).to(self.device)
@@ -488,23 +413,19 @@ class DASRWei(Method, DegradationModel):
             sd.train()
             terms = self.srn_terms(fake_lr, weights, hr, real_pool.sample(n_tgt).to(self.device),
                                    unpair_pool.sample(n_tgt).to(self.device))
-            g_loss = sum(DASR_WEI_W[k] * terms[k] for k in ("srn/pix", "srn/ll", "srn/per", "srn/gan"))
-            opt_g.zero_grad()
-            g_loss.backward(inputs=list(self.srn.parameters()))
-            opt_g.step()
-            opt_d.zero_grad()
-            terms["srn/d"].backward(inputs=list(sd.parameters()))
-            opt_d.step()
-            for sc in sched:
+            descend(opt_g2, sum(DASR_WEI_W[k] * terms[k] for k in ("srn/pix", "srn/ll", "srn/per", "srn/gan")),
+                    self.srn)
+            descend(opt_d2, terms["srn/d"], sd)
+            for sc in sched2:
                 sc.step()
             return {k: v.item() for k, v in terms.items()}
 
-        done += run_stage(srn_step, budget, n_srn, "dasr-wei SRN", report)
+        stages = [Stage("DSN", dsn_step, n_dsn), Stage("SRN", srn_step, n_srn)]
+        report = run_stages(stages, budget, desc=f"fit dasr-wei x{self.scale}", report=report)
         self.srn.eval()
         self.dsn.eval()
         report.notes.append(f"DSN {n_dsn} it (LR patch {p_deg}), SRN {n_srn} it (LR patch {p}, "
                             f"{n_src} generated + {n_tgt} real per batch)")
-        report.iterations = done
         return report
 
     def extra_fingerprint(self) -> str:

@@ -15,8 +15,8 @@ Paper module / equation -> code (``[inferred]`` = not stated in the paper, our c
 - Kernel Estimator (Fig. 2): ``KernelEstimator``: 1x3 / 3x1 / 3x3 conv branches
   concatenated to 48 channels -> conv k3 n64 s2 -> 5 "Residual Ds Blocks" -> 2 residual
   blocks -> MaxPool -> conv k1 n64 -> ReLU -> conv k1 n1. [inferred]: the Residual Ds
-  Block is the ESRGAN residual dense block (``fssr.RDB``), the residual block is the
-  DSGAN PReLU block (``fssr.ResidualBlock``), the max-pool is adaptive to the kernel
+  Block is the ESRGAN residual dense block (``_esrgan.ResidualDenseBlock``), the residual
+  block is the DSGAN PReLU block (``_blocks.PReLUResBlock``), the max-pool is adaptive to the kernel
   size (13 x 13), and the kernel is a softmax over its taps (non-negative, sums to 1),
   its logits predicted as a residual over a centred Gaussian prior (sigma 0.5 LR px) with
   the last conv zero-initialised, so G starts at the bicubic assumption.
@@ -34,11 +34,12 @@ Paper module / equation -> code (``[inferred]`` = not stated in the paper, our c
   i.e. |C(G(x), x)|, |C(G(x), x^U) - 1|, |C(G(x), x^D) + 1| [targets inferred from the
   antisymmetry above; s ~ U[1.2, 3.5] inferred], weight 1.
 - Wavelet Discriminator L_WD (Fig. 2; ``adaptation_terms``): Haar detail bands
-  (``fssr.wavelet_high``) into a four-layer LSGAN discriminator (``fssr.FSDNet`` via
-  ``fssr.FSDiscriminator('wavelet')``), weight 0.001.
+  (``_unpaired.wavelet_high``) into a four-layer LSGAN discriminator (``_unpaired.FSDNet``
+  via ``_unpaired.FSDiscriminator('wavelet')``), weight 0.001.
 - SR model: "easy-implemented CNN SR models" trained on (G(x), x) pairs. [inferred]:
-  ESRGAN (``fssr.RRDBNet``) with ESRGAN's losses (L1 0.01, VGG 1, RaGAN 0.005 with
-  ``fssr.VGGDiscriminator``), generated LR rounded to 8 bit.
+  ESRGAN (``_esrgan.RRDBNet``) with ESRGAN's losses (L1 0.01, VGG 1, RaGAN 0.005 with
+  ``_esrgan.VGGDiscriminator``: FSSR's SR stage, ``_esrgan.esrgan_fs_step``), generated
+  LR rounded to 8 bit.
 
 Benchmark mapping [inferred]: the paper adapts downsampled real images toward
 themselves; here G degrades ``TrainingData.source_hr`` and the frequency-density
@@ -57,15 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    DegradationModel,
-    MethodContext,Budget, CheckpointError, FitReport, Method, MethodInfo, TrainingData,
-                           load_state_dict_checked, load_torch_file, register_method)
+from bench.adapter import (MethodContext, Budget, CheckpointError, FitReport, MethodInfo, TrainingData, load_state_dict_checked,
+                           load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
-from methods.fssr import (RDB, FSDiscriminator, ResidualBlock, RRDBNet, VGGDiscriminator, arch_with,
-                          check_unpaired, multistep, ragan_d, ragan_g, run_stage, scaled_milestones, seeded,
-                          split_iterations)
+from bench.train import PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
+
+from ._blocks import PReLUResBlock, seeded
+from ._esrgan import (ESRGAN, ESRGAN_FS_W, ResidualDenseBlock, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d,
+                      ragan_g)
+from ._stages import Stage, descend, run_stages, split_iterations
+from ._unpaired import DegradationSRMethod, FSDiscriminator, arch_with
 
 
 class InceptionStem(nn.Module):
@@ -90,8 +92,8 @@ class KernelEstimator(nn.Module):
         self.kernel_size = kernel_size
         self.stem = InceptionStem(branch)
         self.down = nn.Conv2d(3 * branch, width, 3, stride=2, padding=1)
-        self.dense = nn.Sequential(*[RDB(width, max(1, width // 2)) for _ in range(n_dense)])
-        self.res = nn.Sequential(*[ResidualBlock(width) for _ in range(n_res)])
+        self.dense = nn.Sequential(*[ResidualDenseBlock(width, max(1, width // 2)) for _ in range(n_dense)])
+        self.res = nn.Sequential(*[PReLUResBlock(width) for _ in range(n_res)])
         self.pool = nn.AdaptiveMaxPool2d(kernel_size)
         self.head = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, 1, 1))
         # [inferred] the logits are predicted on top of a centred narrow Gaussian (sigma
@@ -220,16 +222,14 @@ FCA_ARCH = {
 }
 #: FDC pre-training, adaptation, SR [inferred proportions; the paper gives no iteration counts].
 FCA_STAGE_FRACTIONS = (0.1, 0.4, 0.5)
-FCA_W = {"fdc/down": 1.0, "fdc/self": 1.0, "fdc/up": 1.0, "wd/g": 0.001,
-         "sr/pix": 1e-2, "sr/fea": 1.0, "sr/gan": 5e-3}
+FCA_W = {"fdc/down": 1.0, "fdc/self": 1.0, "fdc/up": 1.0, "wd/g": 0.001, **ESRGAN_FS_W}
 FCA_SCALES = (1.2, 3.5)
 
 
 @register_method
-class FCA(Method, DegradationModel):
+class FCA(DegradationSRMethod):
     #: bump on any change that changes outputs or fits (see Method.code_version)
     code_version = "1"
-    weight_files = (VGG19_FILE,)
     """Frequency Consistent Adaptation: learned kernel after bicubic, FDC + wavelet GAN, ESRGAN on the pairs."""
 
     info = MethodInfo(
@@ -279,26 +279,15 @@ class FCA(Method, DegradationModel):
         a = self.arch
         self.generator = seeded(0, lambda: AdaptationGenerator(scale, KernelEstimator(
             a.est_width, a.est_branch, a.est_dense, a.est_res, a.kernel_size, a.kernel_prior_sigma))).to(self.device)
-        self.sr = seeded(1, lambda: RRDBNet(a.nf, a.nb, a.gc)).to(self.device)
+        self.sr = seeded(1, lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)).to(self.device)
         self._train: dict[str, nn.Module] = {}
 
     # -- inference -------------------------------------------------------
     def network(self) -> nn.Module:
         return self.sr
 
-    @torch.no_grad()
-    def forward_unclamped(self, lr: torch.Tensor) -> torch.Tensor:
-        self.sr.eval()
-        return self.sr(lr.to(self.device, torch.float32))
-
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.forward_unclamped(lr).clamp(0, 1)
-
-    @torch.no_grad()
-    def degrade(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The learned HR -> LR model; deterministic (``generator`` unused)."""
-        self.generator.eval()
-        return self.generator(hr.to(self.device, torch.float32))
+    def degrader(self) -> nn.Module:
+        return self.generator
 
     @torch.no_grad()
     def kernels(self, hr: torch.Tensor) -> torch.Tensor:
@@ -320,18 +309,14 @@ class FCA(Method, DegradationModel):
         torch.save({"generator": self.generator.state_dict(), "sr": self.sr.state_dict()}, path)
 
     # -- training --------------------------------------------------------
-    def _training_modules(self, seed: int) -> dict[str, nn.Module]:
-        if not self._train:
-            a = self.arch
-            self._train = {
-                "fdc": seeded(seed + 11, lambda: FrequencyDensityComparator(a.fdc_width, a.fdc_branch)),
-                "wd": seeded(seed + 12, lambda: FSDiscriminator("wavelet", width=a.wd_width, norm="batch")),
-                "sr_d": seeded(seed + 13, lambda: VGGDiscriminator(3, a.vgg_d_width)),
-                "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
-            }
-            for m in self._train.values():
-                m.to(self.device)
-        return self._train
+    def build_training_modules(self, seed: int) -> dict[str, nn.Module]:
+        a = self.arch
+        return {
+            "fdc": seeded(seed + 11, lambda: FrequencyDensityComparator(a.fdc_width, a.fdc_branch)),
+            "wd": seeded(seed + 12, lambda: FSDiscriminator("wavelet", width=a.wd_width, norm="batch")),
+            "sr_d": seeded(seed + 13, lambda: VGGDiscriminator(3, a.vgg_d_width)),
+            "perceptual": PerceptualLoss(self.profile, self.weights_dir, verify=self.context.verify_weights),
+        }
 
     def trainables(self) -> dict[str, nn.Module]:
         t = self._training_modules(0)
@@ -398,12 +383,7 @@ class FCA(Method, DegradationModel):
         return terms
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        check_unpaired(data, "fca")
-        self._train = {}
-        t = self._training_modules(data.seed)
-        report, done = FitReport(), 0
-        if t["perceptual"].stand_in:
-            report.notes.append(t["perceptual"].stand_in)
+        t, report = self.begin_fit(data)
         n_fdc, n_adapt, n_sr = split_iterations(budget.iterations, FCA_STAGE_FRACTIONS)
         s, p, bs = self.scale, budget.patch_size, budget.batch_size
         p_deg = self.arch.deg_patch_factor * p
@@ -426,17 +406,15 @@ class FCA(Method, DegradationModel):
             opt.step()
             return {**{k: v.item() for k, v in terms.items()}, "fdc/scale": sc}
 
-        done += run_stage(fdc_step, budget, n_fdc, "fca FDC", report)
-
         # Stage 2: adaptation generator against the frozen FDC and the wavelet discriminator.
-        fdc.eval()
-        set_requires_grad(fdc, False)
         hr_pool = PatchSampler(data.source_hr, s * p_deg, torch_generator(data.seed, "fca", "adapt-hr"))
         opt_g = adam(self.generator.parameters(), 1e-4, (0.5, 0.999))
         opt_d = adam(wd.parameters(), 1e-4, (0.5, 0.999))
         lo, hi = FCA_SCALES
 
         def adapt_step(i: int) -> dict[str, float]:
+            fdc.eval()
+            set_requires_grad(fdc, False)
             self.generator.train()
             wd.train()
             hr = hr_pool.sample(bs).to(self.device)
@@ -444,46 +422,24 @@ class FCA(Method, DegradationModel):
             x = rescaled_patches(targets, bs, p_deg, 1.0, rng)
             terms = self.adaptation_terms(self.generator(hr), x, rescaled_patches(targets, bs, p_deg, 1 / sc, rng),
                                           rescaled_patches(targets, bs, p_deg, sc, rng))
-            g_loss = sum(FCA_W[k] * terms[k] for k in ("fdc/self", "fdc/up", "fdc/down", "wd/g"))
-            opt_g.zero_grad()
-            g_loss.backward(inputs=list(self.generator.parameters()))
-            opt_g.step()
-            opt_d.zero_grad()
-            terms["wd/d"].backward(inputs=list(wd.parameters()))
-            opt_d.step()
+            descend(opt_g, sum(FCA_W[k] * terms[k] for k in ("fdc/self", "fdc/up", "fdc/down", "wd/g")),
+                    self.generator)
+            descend(opt_d, terms["wd/d"], wd)
             return {k: v.item() for k, v in terms.items()}
 
-        done += run_stage(adapt_step, budget, n_adapt, "fca adaptation", report)
-
-        # Stage 3: ESRGAN on the adapted pairs [inferred recipe; FSSR's milestones in proportion].
+        # Stage 3: ESRGAN on the adapted pairs [inferred recipe: FSSR's SR stage].
         sr_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "fca", "sr-hr"))
-        sd = t["sr_d"]
-        opt_g, opt_d = adam(self.sr.parameters(), budget.lr), adam(sd.parameters(), budget.lr)
-        rule = multistep(scaled_milestones([5000, 10000, 20000, 30000], 51000, n_sr), 0.5)
-        sched = [torch.optim.lr_scheduler.LambdaLR(o, rule) for o in (opt_g, opt_d)]
 
-        def sr_step(i: int) -> dict[str, float]:
+        def sr_batch() -> tuple[torch.Tensor, torch.Tensor]:
             hr = sr_pool.sample(bs).to(self.device)
-            lr = self.make_pairs(hr)
-            self.sr.train()
-            sd.train()
-            terms = self.sr_terms(lr, hr)
-            g_loss = sum(FCA_W[k] * terms[k] for k in ("sr/pix", "sr/fea", "sr/gan"))
-            opt_g.zero_grad()
-            g_loss.backward(inputs=list(self.sr.parameters()))
-            opt_g.step()
-            opt_d.zero_grad()
-            terms["sr/d"].backward(inputs=list(sd.parameters()))
-            opt_d.step()
-            for sc in sched:
-                sc.step()
-            return {k: v.item() for k, v in terms.items()}
+            return self.make_pairs(hr), hr
 
-        done += run_stage(sr_step, budget, n_sr, "fca SR", report)
+        stages = [Stage("FDC", fdc_step, n_fdc), Stage("adaptation", adapt_step, n_adapt),
+                  Stage("SR", esrgan_fs_step(self.sr, t["sr_d"], budget.lr, n_sr, sr_batch, self.sr_terms), n_sr)]
+        report = run_stages(stages, budget, desc=f"fit fca x{self.scale}", report=report)
         self.sr.eval()
         self.generator.eval()
         report.notes.append(f"FDC {n_fdc} it, adaptation {n_adapt} it (LR patch {p_deg}), SR {n_sr} it (LR patch {p})")
-        report.iterations = done
         return report
 
     def extra_fingerprint(self) -> str:

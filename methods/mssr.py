@@ -24,34 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    DegradationModel,
-    MethodContext,
-    BenchError,
-    Budget,
-    CheckpointError,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import (
-    VGG19_FILE,
-    PatchSampler,
-    PerceptualLoss,
-    adam,
-    gan_loss,
-    set_requires_grad,
-    torch_generator,
-)
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, gan_loss, set_requires_grad, torch_generator
 
-from ._rrdb import RRDBNet
+from ._blocks import PReLUResBlock
+from ._esrgan import RRDBNet
 from ._stages import Stage, run_stages, split_iterations
+from ._unpaired import FSDNet
 
 NOISE_STD = 0.1  # config_cont*.json / README commands (train.py's default 0.05 is not what was run)
 
@@ -95,17 +76,6 @@ class NoiseInjection(nn.Module):
 # ---------------------------------------------------------------------------
 # degradation generator 2: DeResnet (HR-resolution trunk, then two stride-2 convs)
 # ---------------------------------------------------------------------------
-class ResidualBlock(nn.Module):
-    def __init__(self, nf: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, nf, 3, padding=1)
-        self.prelu = nn.PReLU()
-        self.conv2 = nn.Conv2d(nf, nf, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.prelu(self.conv1(x)))
-
-
 class DeResnet(nn.Module):
     """HR [0,1] -> LR in (0,1) (sigmoid). Noise is injected before every residual block."""
 
@@ -114,7 +84,7 @@ class DeResnet(nn.Module):
         if scale != 4:
             raise ValueError("MSSR's DeResnet is used at x4 only here")
         self.block_input = nn.Sequential(nn.Conv2d(3, nf, 3, padding=1), nn.PReLU())
-        self.res_blocks = nn.ModuleList([ResidualBlock(nf) for _ in range(n_res_blocks)])
+        self.res_blocks = nn.ModuleList([PReLUResBlock(nf) for _ in range(n_res_blocks)])
         self.noises = nn.ModuleList([NoiseInjection(nf, noise_std) for _ in range(n_res_blocks)])
         self.down_sample = nn.Sequential(nn.Conv2d(nf, nf, 3, 2, 1), nn.PReLU(), nn.Conv2d(nf, nf, 3, 2, 1), nn.PReLU())
         self.block_output = nn.Conv2d(nf, 3, 3, padding=1)
@@ -245,27 +215,12 @@ def haar_bands(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return (a + b + c + d) / 2, (c + d - a - b) / 2, (b + d - a - c) / 2, (a + d - b - c) / 2
 
 
-class DiscriminatorBasic(nn.Module):
-    """FSSR's discriminator with InstanceNorm (5x5 convs 64-128-256, then 1x1 to one logit map)."""
-
-    def __init__(self, in_ch: int = 9, nf: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_ch, nf, 5, padding=2), nn.LeakyReLU(0.2),
-            nn.Conv2d(nf, nf * 2, 5, padding=2), nn.InstanceNorm2d(nf * 2), nn.LeakyReLU(0.2),
-            nn.Conv2d(nf * 2, nf * 4, 5, padding=2), nn.InstanceNorm2d(nf * 4), nn.LeakyReLU(0.2),
-            nn.Conv2d(nf * 4, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
 class WaveletDiscriminator(nn.Module):
     """Scores the three Haar high bands (each mapped by 0.5 x + 0.5, concatenated); returns logits."""
 
     def __init__(self, nf: int = 64):
         super().__init__()
-        self.net = DiscriminatorBasic(9, nf)
+        self.net = FSDNet(9, nf, "instance")  # FSSR's discriminator with InstanceNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, lh, hl, hh = haar_bands(x)
@@ -538,7 +493,7 @@ class MSSR(Method, DegradationModel):
         hr_pool = PatchSampler(data.source_hr, p * s, torch_generator(data.seed, "mssr", "hr"))
         lr_pool = PatchSampler(data.target_lr, p, torch_generator(data.seed, "mssr", "lr"))
         noise_gen = torch_generator(data.seed, "mssr", "noise")
-        n_deg, n_sr = split_iterations(budget.iterations, self.arch["deg_share"])
+        n_deg, n_sr = split_iterations(budget.iterations, (self.arch["deg_share"], 1 - self.arch["deg_share"]))
         report = FitReport()
         if self.percep().stand_in:
             report.notes.append(self.percep().stand_in)

@@ -22,33 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    DegradationModel,
-    MethodContext,
-    MethodVariant,
-    BenchError,
-    Budget,
-    CheckpointError,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
-from bench.train import (
-    VGG19_FILE,
-    PatchSampler,
-    PerceptualLoss,
-    adam,
-    set_requires_grad,
-    torch_generator,
-)
+from bench.adapter import (MethodContext, MethodVariant, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
 
 from ._blocks import EDSR
-from ._rrdb import RRDBNet
+from ._esrgan import RRDBNet
 from ._stages import Stage, run_stages, split_iterations
 
 # ---------------------------------------------------------------------------
@@ -550,7 +529,7 @@ class PDM(Method, DegradationModel):
             return step
 
         if self.sr_kind == "rrdb":  # deg/2020Track1.yml, then percep/2020Track1.yml with netDeg frozen
-            n_deg, n_sr = split_iterations(budget.iterations, 0.5)
+            n_deg, n_sr = split_iterations(budget.iterations, (0.5, 0.5))
             stages = [Stage("degradation", make_step(True, False, n_deg), n_deg),
                       Stage("sr", make_step(False, True, n_sr), n_sr)]
         else:  # psnr/2020Track1.yml: both every iteration

@@ -23,21 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.adapter import (
-    MethodContext,
-    BenchError,
-    Budget,
-    CheckpointError,
-    CheckpointInfo,
-    FitReport,
-    Method,
-    MethodInfo,
-    TrainingData,
-    load_state_dict_checked,
-    load_torch_file,
-    register_method,
-)
+from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
+                           TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, run_training, set_requires_grad, torch_generator
+
+from ._esrgan import RRDBNet, VGGDiscriminator
 
 
 # ---------------------------------------------------------------------------
@@ -99,10 +89,6 @@ DISC_STRIDE = 32
 # ---------------------------------------------------------------------------
 # networks (reference module names)
 # ---------------------------------------------------------------------------
-def _conv(cin: int, cout: int, bias: bool = True, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride, 1, bias=bias)
-
-
 class Encoder(nn.Module):
     """Encoder_RRDB: 5 convs, LeakyReLU(0.2) after all but the last (the feature is linear)."""
 
@@ -110,7 +96,7 @@ class Encoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(5):
-            layers.append(_conv(in_ch if i == 0 else n_feats, n_feats))
+            layers.append(nn.Conv2d(in_ch if i == 0 else n_feats, n_feats, 3, 1, 1))
             if i < 4:
                 layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.conv_featmap = nn.Sequential(*layers)
@@ -119,111 +105,10 @@ class Encoder(nn.Module):
         return self.conv_featmap(img)
 
 
-class ResidualDenseBlock(nn.Module):
-    """ESRGAN RDB: 5 densely connected convs, residual scaled by 0.2."""
-
-    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32):
-        super().__init__()
-        for k in range(1, 6):
-            cout = num_feat if k == 5 else num_grow_ch
-            setattr(self, f"conv{k}", _conv(num_feat + (k - 1) * num_grow_ch, cout))
-        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-        # BasicSR init, as the reference: Kaiming normal scaled by 0.1, zero bias
-        for k in range(1, 6):
-            conv = getattr(self, f"conv{k}")
-            nn.init.kaiming_normal_(conv.weight)
-            conv.weight.data *= 0.1
-            conv.bias.data.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [x]
-        for k in range(1, 5):
-            feats.append(self.lrelu(getattr(self, f"conv{k}")(torch.cat(feats, 1))))
-        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
-
-
-class RRDB(nn.Module):
-    def __init__(self, num_feat: int, num_grow_ch: int = 32):
-        super().__init__()
-        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
-        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
-
-
-class _RRDBTrunk(nn.Module):
-    """conv_first -> RRDBs -> conv_body with a global skip (shared by both decoders)."""
-
-    def __init__(self, num_in_ch: int, num_feat: int, num_block: int, num_grow_ch: int):
-        super().__init__()
-        self.conv_first = _conv(num_in_ch, num_feat)
-        self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
-        self.conv_body = _conv(num_feat, num_feat)
-        self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.conv_first(x)
-        return feat + self.conv_body(self.body(feat))
-
-
-class DecoderSR(_RRDBTrunk):
-    """Decoder_SR_RRDB: features -> HR, two nearest-x2 + conv stages (always x4)."""
-
-    def __init__(self, num_in_ch: int = 64, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 23,
-                 num_grow_ch: int = 32):
-        super().__init__(num_in_ch, num_feat, num_block, num_grow_ch)
-        self.conv_up1 = _conv(num_feat, num_feat)
-        self.conv_up2 = _conv(num_feat, num_feat)
-        self.conv_hr = _conv(num_feat, num_feat)
-        self.conv_last = _conv(num_feat, num_out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.trunk(x)
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
-
-class DecoderId(_RRDBTrunk):
-    """Decoder_Id_RRDB: features -> target-style LR at the same size (training only)."""
-
-    def __init__(self, num_in_ch: int = 64, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 10,
-                 num_grow_ch: int = 32):
-        super().__init__(num_in_ch, num_feat, num_block, num_grow_ch)
-        self.conv_hr = _conv(num_feat, num_feat)
-        self.conv_last = _conv(num_feat, num_out_ch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_last(self.lrelu(self.conv_hr(self.trunk(x))))
-
-
-class DiscriminatorVGG(nn.Module):
-    """VGG-style discriminator with BatchNorm; one logit per image (used as an LSGAN critic)."""
-
-    def __init__(self, in_ch: int = 3, image_size: int = 128, d: int = 64):
-        super().__init__()
-        if image_size % DISC_STRIDE:
-            raise BenchError(f"USR-DA discriminator input size {image_size} must be a multiple of {DISC_STRIDE}")
-        layers: list[nn.Module] = [_conv(in_ch, d), nn.LeakyReLU(0.2, inplace=True)]
-        widths = [(d, d, 2), (d, 2 * d, 1), (2 * d, 2 * d, 2), (2 * d, 4 * d, 1), (4 * d, 4 * d, 2),
-                  (4 * d, 8 * d, 1), (8 * d, 8 * d, 2), (8 * d, 8 * d, 1), (8 * d, 8 * d, 2)]
-        for cin, cout, stride in widths:
-            layers += [_conv(cin, cout, bias=False, stride=stride), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
-        self.features = nn.Sequential(*layers)
-        side = image_size // DISC_STRIDE
-        self.classifier = nn.Sequential(nn.Linear(8 * d * side * side, 100), nn.LeakyReLU(0.2, inplace=True),
-                                        nn.Linear(100, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
 class USRDANet(nn.Module):
     """The inference network: Dec_SR(Enc(lr))."""
 
-    def __init__(self, enc: Encoder, dec_sr: DecoderSR):
+    def __init__(self, enc: Encoder, dec_sr: RRDBNet):
         super().__init__()
         self.enc = enc
         self.dec_sr = dec_sr
@@ -237,9 +122,12 @@ class Discriminators(nn.Module):
 
     def __init__(self, n_feats: int, patch: int, scale: int, d: int):
         super().__init__()
-        self.feat = DiscriminatorVGG(n_feats, patch, d)
-        self.img_lr = DiscriminatorVGG(3, patch, d)
-        self.img_hr = DiscriminatorVGG(3, scale * patch, d)
+        if patch % DISC_STRIDE:
+            raise BenchError(f"USR-DA discriminator input size {patch} must be a multiple of {DISC_STRIDE}")
+        # the reference's VGG critics: ESRGAN's with 3x3 stride-2 convs, Linear on the (patch/32)^2 map
+        self.feat = VGGDiscriminator(n_feats, d, down_kernel=3, side=patch // DISC_STRIDE)
+        self.img_lr = VGGDiscriminator(3, d, down_kernel=3, side=patch // DISC_STRIDE)
+        self.img_hr = VGGDiscriminator(3, d, down_kernel=3, side=scale * patch // DISC_STRIDE)
 
 
 def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
@@ -335,8 +223,10 @@ class USRDA(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)  # deterministic initial weights; constructor order as train.py
             enc = Encoder(a.n_feats)
-            self.dec_id = DecoderId(a.n_feats, 3, a.dec_feats, a.n_blocks_id, a.grow).to(self.device)
-            dec_sr = DecoderSR(a.n_feats, 3, a.dec_feats, a.n_blocks, a.grow)
+            # Decoder_Id_RRDB: features -> target-style LR at the same size (training only)
+            self.dec_id = RRDBNet(a.n_feats, 3, a.dec_feats, a.n_blocks_id, a.grow, scale=1).to(self.device)
+            # Decoder_SR_RRDB: features -> HR, hard-wired x4
+            dec_sr = RRDBNet(a.n_feats, 3, a.dec_feats, a.n_blocks, a.grow, scale=4)
         self.net = USRDANet(enc, dec_sr).to(self.device).eval()
         self.dec_id.eval()
         self.discs: Discriminators | None = None
@@ -349,7 +239,7 @@ class USRDA(Method):
         return self.net.enc
 
     @property
-    def dec_sr(self) -> DecoderSR:
+    def dec_sr(self) -> RRDBNet:
         return self.net.dec_sr
 
     def network(self) -> nn.Module:
