@@ -309,7 +309,8 @@ class ClusterRunner(Runner):
             if c.suite != GIVEN:
                 lk = (c.dataset, c.suite, c.scale)
                 if lk not in lr:
-                    k = task_key("lr", LR_CACHE_VERSION, key.dataset_digest, key.suite_fp, c.scale,
+                    # the cache path holds the dataset's name: two names of one content are two tasks
+                    k = task_key("lr", LR_CACHE_VERSION, c.dataset, key.dataset_digest, key.suite_fp, c.scale,
                                  self.spec.seed)
                     lr[lk] = client.submit(lr_task, spec, cl, run_id, k, *lk, key=k, pure=False)
                     what[k] = ("lr", lk)

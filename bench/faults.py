@@ -8,8 +8,9 @@ writes ``FILE.held``, then waits until FILE exists), so a test can run a second 
 against a first one that is mid-work. ``UNPAIRED_SR_BENCH_WORKER_KILL_AT=EVENT:FILE`` is
 for Dask cluster workers only (the driver and the local path ignore it): while FILE holds a
 count N, the N-th occurrence of EVENT across all the workers that share FILE SIGKILLs the
-worker it happens in, and FILE is emptied, so exactly one worker dies (a test arms it by
-writing N, and can reuse one cluster across runs). Unset, ``reached`` costs three
+worker it happens in, and the count is removed, so exactly one worker dies; further counts
+(one a line) arm the kills after it. A test arms it by writing the counts, so one cluster
+serves several runs. Unset, ``reached`` costs three
 dictionary lookups.
 """
 from __future__ import annotations
@@ -69,17 +70,17 @@ def _worker_kill(event: str, spec: str) -> None:
         return
     with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # one count across every worker process that shares the file
-        text = fh.read().strip()
-        if not text:
+        counts = fh.read().split()
+        if not counts:
             return  # disarmed
-        n = int(text)
+        n = int(counts[0]) - 1
+        counts = ([str(n)] if n > 0 else []) + counts[1:]
         fh.seek(0)
         fh.truncate()
-        if n > 1:
-            fh.write(str(n - 1))
+        fh.write("\n".join(counts))
         fh.flush()
         os.fsync(fh.fileno())
-        if n <= 1:
+        if n <= 0:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

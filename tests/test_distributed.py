@@ -121,6 +121,23 @@ def test_driver_killed_resumes_with_only_the_missing_cells(grid, cluster):
     assert (out / "summary.csv").read_text() == ref
 
 
+@pytest.mark.slow
+def test_every_try_killed_stores_the_cells_as_failed_with_the_reason(grid, cluster):
+    import sqlite3
+
+    root, data, _ = grid
+    address, armed = cluster
+    armed.write_text("1\n1\n1")  # the fit's first step, on each of its 1 + allowed-failures (2) tries
+    out = root / "exhausted"
+    code, stdout, err = _run(data, out, "--cluster", address, "--cache", str(root / "shared-cache-c"))
+    assert code == 1, err[-2000:]
+    assert armed.read_text() == ""
+    assert "every try died with its worker" in stdout, stdout
+    rows = sqlite3.connect(out / "results.sqlite").execute("SELECT method, status, error FROM cells").fetchall()
+    assert sorted((m, s) for m, s, _ in rows) == [("bicubic", "done")] * 2 + [("edsr-bicubic", "failed")] * 2
+    assert all("allowed-failures exhausted" in e for m, _, e in rows if m == "edsr-bicubic")
+
+
 def test_cluster_flags_fail_in_one_line(tmp_path):
     from bench.adapter import BenchError
     from bench.distributed import cluster_spec
