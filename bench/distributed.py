@@ -338,7 +338,7 @@ class ClusterRunner(Runner):
         bar = tqdm(total=n_cells, desc="cells", dynamic_ncols=True,
                    disable=os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1")
         failed = finished = 0
-        last = time.monotonic()
+        last = last_log = time.monotonic()
         ac = as_completed(first)
         for fut in ac:
             kind, payload = what.pop(fut.key)
@@ -372,9 +372,10 @@ class ClusterRunner(Runner):
             if time.monotonic() - last > 1.0 or finished == n_cells:
                 running = self._running(client, what)
                 bar.set_postfix_str(f"running {running}, failed {failed}, retried {len(self.retried)}")
-                if bar.disable and time.monotonic() - last > PROGRESS_EVERY_S:
+                if bar.disable and time.monotonic() - last_log > PROGRESS_EVERY_S:
                     self.log(f"cells: {finished}/{n_cells} finished ({failed} failed), {running} running, "
                              f"{len(self.retried)} task(s) retried")
+                    last_log = time.monotonic()
                 last = time.monotonic()
         bar.close()
         self.log(f"computed {finished} cell(s) on the cluster ({failed} failed"
@@ -403,11 +404,11 @@ class ClusterRunner(Runner):
 
         try:
             record = fut.result()
-        except KilledWorker as exc:
+        except KilledWorker:
             tries = self._tries(fut.key)
-            self.log(f"{fut.key}: every try died with its worker ({', '.join(tries) or 'unknown'})")
-            return {}, (f"the worker died while computing it, {len(tries) or self.cluster.allowed_failures + 1} "
-                        f"time(s) (Dask allowed-failures exhausted): {exc}")[:300]
+            self.log(f"{kind} task {fut.key}: every try died with its worker ({', '.join(tries) or 'unknown'})")
+            return {}, (f"its {kind} task {fut.key[:16]} killed its worker on each of {len(tries) or 'its'} tries "
+                        "(Dask's allowed-failures exhausted; see the workers' logs, then rerun the same command)")
         except StoreError:
             raise
         except Exception as exc:
@@ -447,20 +448,20 @@ class ClusterRunner(Runner):
                           for r in self.store.timings())
         gpu = {"resources": {"GPU": 1}} if self._gpu(client) else {}
         planned = {(k.method, k.variant) for k in self.planned}
-        futs, seen = [], set()
+        seen = set()
         for (name, scale, domain), (variant, _) in list(self._variants.items()):
             if (name, variant) not in planned or (name, variant) in seen:
                 continue
             seen.add((name, variant))
             k = task_key("timing", name, variant, self.run_id)
             learned = resolve_variant(name)[0].info.learned
-            futs.append(client.submit(timing_task, self.worker_spec, self.cluster, self.run_id, k, name, scale,
-                                      domain, timed, key=k, pure=False, **(gpu if learned else {})))
-        wait(futs)
-        for f in futs:
+            # one at a time: a latency measured beside other tasks on the same cores measures them too
+            f = client.submit(timing_task, self.worker_spec, self.cluster, self.run_id, k, name, scale, domain,
+                              timed, key=k, pure=False, **(gpu if learned else {}))
+            wait([f])
             _, reason = self._collect(f, "timing", None)
             if reason:
-                self.log(f"timing {f.key} failed: {reason}")
+                self.log(f"timing {name} failed: {reason}")
 
     def _time_models(self, names, datasets) -> None:
         pass  # measured on the workers in _compute (this process holds no models)

@@ -135,7 +135,8 @@ def test_every_try_killed_stores_the_cells_as_failed_with_the_reason(grid, clust
     assert "every try died with its worker" in stdout, stdout
     rows = sqlite3.connect(out / "results.sqlite").execute("SELECT method, status, error FROM cells").fetchall()
     assert sorted((m, s) for m, s, _ in rows) == [("bicubic", "done")] * 2 + [("edsr-bicubic", "failed")] * 2
-    assert all("allowed-failures exhausted" in e for m, _, e in rows if m == "edsr-bicubic")
+    assert all("killed its worker on each of 3 tries" in e and "allowed-failures exhausted" in e
+               for m, _, e in rows if m == "edsr-bicubic")
 
 
 def test_cluster_flags_fail_in_one_line(tmp_path):
