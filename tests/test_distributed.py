@@ -139,6 +139,20 @@ def test_every_try_killed_stores_the_cells_as_failed_with_the_reason(grid, clust
                for m, _, e in rows if m == "edsr-bicubic")
 
 
+def test_cuda_without_gpu_workers_is_refused_before_any_work(grid, cluster, tmp_path):
+    from bench.adapter import BenchError
+    from bench.distributed import ClusterRunner, cluster_spec
+    from bench.runner import RunSpec
+
+    address, _ = cluster
+    spec = RunSpec(methods=("edsr-bicubic",), device="cuda", out=str(tmp_path), profile="smoke")
+    runner = ClusterRunner(spec, cluster_spec(address, str(tmp_path / "cache"), spec.out, None), log=lambda s: None)
+    with distributed.Client(address) as client:
+        with pytest.raises(BenchError, match=r"no worker offers a GPU.*--resources GPU=1"):
+            runner._gpu(client)
+    runner.store.close()
+
+
 def test_cluster_flags_fail_in_one_line(tmp_path):
     from bench.adapter import BenchError
     from bench.distributed import cluster_spec
