@@ -27,6 +27,8 @@ examples:
   python run_bench.py timing --methods all --device cuda
   python run_bench.py degrade --suites dasr-aniso --scales 4 --datasets Set14 --data-root DATA --out lr_sets/
   python run_bench.py --list suites
+  python run_bench.py --methods all --cluster local:4
+  python run_bench.py --methods all --cluster tcp://head:8786 --cache /shared/usrb-cache --out results
 
 Results go to --out (default results/): results.sqlite (the store), summary.csv
 (method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
@@ -118,6 +120,13 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute", action="append", default=[], metavar="PATTERN",
                    help="compute matching cells again even if stored: shell pattern over METHOD/DATASET/SUITE/xSCALE, "
                         "e.g. 'bicubic/*' or '*/Set5/noise*/x4'; repeatable")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="compute the cells on a Dask cluster: a running dask-scheduler's address (tcp://HOST:8786) "
+                        "or local:N (N worker processes here); needs the [dist] extra. The store stays here")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="LR and fit caches; under --cluster ADDRESS on storage every worker sees [OUT/cache]")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process, here and in every cluster task [torch's default here]")
     p.add_argument("--list", choices=("methods", "suites", "datasets", "metrics"), default=None,
                    help="list what is available and exit")
     return p
@@ -186,7 +195,19 @@ def cmd_run(argv: list[str]) -> int:
             raise BenchError(unknown_name("metric", m, METRICS))
     spec = spec_from_args(a)
     t0 = time.perf_counter()
-    runner = Runner(spec, log=lambda s: print(s, flush=True))
+    if a.threads is not None:
+        if a.threads < 1:
+            raise BenchError(f"--threads takes a positive number, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)  # the same count in cluster tasks (bench/distributed.py)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if a.cluster:
+        from .distributed import ClusterRunner, cluster_spec
+
+        runner = ClusterRunner(spec, cluster_spec(a.cluster, a.cache, spec.out, a.threads), log=log)
+    else:
+        runner = Runner(spec, log=log, cache=a.cache)
     code = runner.run()
     paths = write_all(runner.store, spec.out, runner.planned or None)
     runner.store.close()

@@ -212,13 +212,15 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
 
 
 class Runner:
-    def __init__(self, spec: RunSpec, *, log=print):
+    def __init__(self, spec: RunSpec, *, log=print, store=None, cache: str | Path | None = None):
         self.spec = spec
         self.log = log
         self.device = resolve_device(spec.device)
         self.out = Path(spec.out)
-        self.cache = self.out / "cache"
-        self.store = Store(self.out / "results.sqlite")
+        # --cache: LR and fit caches on storage every cluster worker sees (bench/distributed.py)
+        self.cache = Path(cache) if cache else self.out / "cache"
+        # a cluster worker's runner records what it would store; only the driver writes the store
+        self.store = store if store is not None else Store(self.out / "results.sqlite")
         # the clock names the run for people; the random part keeps two runs of one second apart
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + spec.hash()[:8] + "-" + uuid.uuid4().hex[:6]
         self.checkpoints = dict(spec.checkpoints)

@@ -191,6 +191,14 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (time.time(), status, run_id))
 
+    def add_provenance(self, run_id: str, extra: Mapping) -> None:
+        """Merge ``extra`` into a run's provenance (a cluster run adds its workers' devices and versions)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT provenance_json FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            prov = {**json.loads(row[0] or "{}"), **extra} if row else dict(extra)
+            db.execute("UPDATE runs SET provenance_json=? WHERE run_id=?",
+                       (json.dumps(prov, sort_keys=True, default=str), run_id))
+
     def runs(self) -> list[dict]:
         cur = self.db.execute("SELECT * FROM runs ORDER BY started")
         return [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
