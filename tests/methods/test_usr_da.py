@@ -39,7 +39,11 @@ def test_matches_reference_outputs():
     print(f"usr-da max|diff| feat {d_feat:.3g} output {d_out:.3g}")
     assert d_feat <= TOL and d_out <= TOL
     sr = m.upscale(x)
-    assert torch.equal(sr, torch.from_numpy(ref["output"]).clamp(0, 1))
+    # upscale is exactly the clamped network output, and that output is the official one within
+    # TOL (a bit-exact comparison with the official output failed on this CPU at b704a58 already:
+    # one value 0.9458 vs 0.9459, float reordering in the convolutions)
+    assert torch.equal(sr, m.forward_unclamped(x).clamp(0, 1))
+    assert (sr - torch.from_numpy(ref["output"]).clamp(0, 1)).abs().max().item() <= TOL
 
 
 def test_paper_network_has_reference_keys_and_counts():
