@@ -24,6 +24,7 @@ levels, DESIGN.md section 4).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -369,7 +370,10 @@ def _niqe_checked(img: np.ndarray, crop: int, what: str) -> np.ndarray:
     arr = _crop(_checked(img, what), crop)
     h, w = arr.shape[:2]
     if h < NIQE_BLOCK or w < NIQE_BLOCK:
-        raise BenchError(f"{what}: NIQE needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels after cropping {crop}, got {h}x{w}")
+        raise BenchError(
+            f"{what}: NIQE needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels after cropping {crop}, got {h}x{w}; "
+            f"score a larger image or leave niqe out of --metrics"
+        )
     return arr
 
 
@@ -380,25 +384,391 @@ def _to_nchw(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor
 
 
 def _niqe_input(img: np.ndarray, crop: int, what: str) -> torch.Tensor:
-    """1 x C x h x w float64 in [0,1], cropped; 3 channels become Y inside pyiqa."""
-    return _to_nchw([_niqe_checked(img, crop, what)], torch.device("cpu")) / 255.0
+    """1 x C x h x w float64 in [0,1], cropped, one contiguous plane per channel (the
+    per-pixel luma reads them); 3 channels become Y in :func:`_niqe_luma`."""
+    planes = np.ascontiguousarray(_niqe_checked(img, crop, what).transpose(2, 0, 1))
+    return torch.from_numpy(planes)[None].to(torch.float64) / 255.0
 
 
-def _niqe_tensor(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    # heavy import, only when NIQE runs
-    from pyiqa.archs.niqe_arch import calculate_niqe
+# The values are pyiqa's calculate_niqe (the calibrated reference, equal to MATLAB's
+# niqe to 4 digits), computed without its per-block work: pyiqa's float64 7x7 conv2d,
+# unfold-based resize and 9801-entry argmin per AGGD fit are most of its time. Each
+# step below names the pyiqa arithmetic it keeps, because NIQE is not smooth in its
+# input: an AGGD shape is the nearest point of a 0.001 grid, and in flat areas the
+# normalised value is a rounding residue whose sign decides which side it counts on.
+@functools.lru_cache(maxsize=1)
+def _niqe_aggd_table() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pyiqa's AGGD shape grid (float32 arange, as pyiqa builds it) with, per grid point,
+    r(a) = G(2/a)^2 / (G(1/a) G(3/a)) and the two factors the features need:
+    sqrt(G(1/a)/G(3/a)) (std -> beta) and G(2/a)/G(1/a) (betas -> mean), float64 on the CPU."""
+    gam = torch.arange(0.2, 10 + 0.001, 0.001).to(torch.float64)
+    r = (2 * torch.lgamma(2.0 / gam) - (torch.lgamma(1.0 / gam) + torch.lgamma(3.0 / gam))).exp()
+    # r is strictly increasing on the grid, so the nearest point is found by bisection
+    # (searchsorted) instead of pyiqa's argmin over all 9801 points per block.
+    if not bool((r[1:] > r[:-1]).all()):
+        raise RuntimeError("NIQE: the AGGD ratio table is not increasing; the lookup would be wrong")
+    beta = (torch.lgamma(1.0 / gam) - torch.lgamma(3.0 / gam)).exp().sqrt()
+    mean = (torch.lgamma(2.0 / gam) - torch.lgamma(1.0 / gam)).exp()
+    return gam, r, beta, mean
+
+
+def _niqe_window() -> np.ndarray:
+    """MATLAB's fspecial('gaussian', 7, 7/6) as pyiqa stores it: float32, so its 49 taps
+    sum to 1 + 1.1e-8 rather than 1."""
+    s = 7.0 / 6.0
+    y, x = np.ogrid[-3:4, -3:4]
+    h = np.exp(-(x * x + y * y) / (2.0 * s * s))
+    h[h < np.finfo(h.dtype).eps * h.max()] = 0
+    return (h / h.sum()).astype(np.float32).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _niqe_window_1d() -> np.ndarray:
+    """1-D factor g of the window (g g^T equals it to 2e-9), scaled so that (sum g)^2
+    is the 2-D window's sum: in a flat area the local mean is then c (1 + 1.1e-8) as in
+    pyiqa, and the normalised value the same tiny negative number, not 0 or noise.
+    Separable: 2 x 7 taps per pixel instead of 49."""
+    s = 7.0 / 6.0
+    g = np.exp(-((np.arange(7) - 3.0) ** 2) / (2.0 * s * s))
+    g *= math.sqrt(float(_niqe_window().sum())) / g.sum()
+    g.setflags(write=False)
+    return g
+
+
+def _niqe_filter(x: torch.Tensor) -> torch.Tensor:
+    """N x H x W float64 -> the 7x7 window's weighted local mean, edges replicated."""
+    g = _niqe_window_1d()
+    if x.device.type == "cpu":  # scipy's C loops are several times faster than torch ops here
+        t = correlate1d(x.numpy(), g, axis=1, mode="nearest")
+        return torch.from_numpy(correlate1d(t, g, axis=2, mode="nearest"))
+    h, w = x.shape[-2:]
+    xp = torch.nn.functional.pad(x[:, None], (3, 3, 3, 3), mode="replicate")[:, 0]
+    acc = xp[:, 0:h] * float(g[0])
+    for k in range(1, 7):
+        acc = acc + xp[:, k : k + h] * float(g[k])
+    out = acc[..., 0:w] * float(g[0])
+    for k in range(1, 7):
+        out = out + acc[..., k : k + w] * float(g[k])
+    return out
+
+
+def _niqe_normalise(x: torch.Tensor) -> torch.Tensor:
+    """pyiqa's normalize_img_with_gauss: (x - mu) / (sqrt(|E[x^2] - mu^2| + eps) + 1)."""
+    if x.device.type == "cpu" and torch.get_num_threads() > 1:
+        # scipy runs on one core and releases the GIL: the two filters side by side
+        with ThreadPoolExecutor(2) as pool:
+            mu_f, var_f = pool.submit(_niqe_filter, x), pool.submit(_niqe_filter, x * x)
+            mu, var = mu_f.result(), var_f.result()
+    else:
+        mu, var = _niqe_filter(x), _niqe_filter(x * x)
+    var -= mu * mu
+    sigma = torch.sqrt(var.abs_() + torch.finfo(x.dtype).eps)
+    return (x - mu) / (sigma + 1.0)
+
+
+def _niqe_aggd(f: torch.Tensor, table: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """pyiqa's estimate_aggd_param on every row of ``f`` (rows = blocks) at once:
+    (shape index into the grid, left std, right std). Zeros count on neither side."""
+    gam, r = table[0], table[1]
+    lo, hi = f.clamp(max=0.0), f.clamp(min=0.0)
+    n_left = torch.count_nonzero(lo, dim=-1).to(f.dtype)
+    n_right = torch.count_nonzero(hi, dim=-1).to(f.dtype)
+    sum_left = torch.linalg.vecdot(lo, lo)
+    sum_right = torch.linalg.vecdot(hi, hi)
+    n = f.shape[-1]
+    left_std = torch.sqrt(sum_left / n_left)
+    right_std = torch.sqrt(sum_right / n_right)
+    g = left_std / right_std
+    mean_abs = (hi.sum(-1) - lo.sum(-1)) / n
+    rhat = mean_abs * mean_abs / ((sum_left + sum_right) / n)
+    rnorm = (rhat * (g * g * g + 1) * (g + 1)) / (g * g + 1) ** 2
+    # The grid point nearest rnorm: pyiqa's argmin(|r - rnorm|), first index on a tie;
+    # a NaN or inf (a block with no values on one side) gives index 0 there as here.
+    i = torch.searchsorted(r, rnorm.contiguous()).clamp_(1, len(r) - 1)
+    below, above = (r[i - 1] - rnorm).abs(), (r[i] - rnorm).abs()
+    idx = torch.where(above < below, i, i - 1)
+    idx = torch.where(torch.isfinite(rnorm), idx, torch.zeros_like(idx))
+    return idx, left_std, right_std
+
+
+# Neighbour products within a block (pyiqa rolls each block, so they wrap at its edges):
+# horizontal, vertical, main and anti-diagonal.
+_NIQE_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _wrap_ranges(k: int) -> list[tuple[slice, slice]]:
+    """(destination, source) index ranges along one axis of ``torch.roll(.., k)``, k in -1..1."""
+    if k == 0:
+        return [(slice(None), slice(None))]
+    if k == 1:
+        return [(slice(1, None), slice(None, -1)), (slice(0, 1), slice(-1, None))]
+    return [(slice(None, -1), slice(1, None)), (slice(-1, None), slice(0, 1))]
+
+
+def _rolled_product(blocks: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
+    """``blocks * torch.roll(blocks, shift, dims=(1, 2))`` without materialising the roll."""
+    out = torch.empty_like(blocks)
+    for dr, sr in _wrap_ranges(shift[0]):
+        for dc, sc in _wrap_ranges(shift[1]):
+            torch.mul(blocks[:, dr, dc], blocks[:, sr, sc], out=out[:, dr, dc])
+    return out
+
+
+def _niqe_block_features(z: torch.Tensor, size: int, table: Sequence[torch.Tensor]) -> torch.Tensor:
+    """N x nb x 18 features of the ``size`` x ``size`` blocks of normalised N x H x W ``z``."""
+    gam, _, beta, mean = table
+    n, h, w = z.shape
+    nbh, nbw = h // size, w // size
+    blocks = z.reshape(n, nbh, size, nbw, size).transpose(2, 3).reshape(n * nbh * nbw, size, size)
+    flat = blocks.reshape(n * nbh * nbw, size * size)
+    feats = []
+    idx, left, right = _niqe_aggd(flat, table)
+    b = beta[idx]
+    feats += [gam[idx], (left * b + right * b) / 2]
+    for shift in _NIQE_SHIFTS:
+        prod = _rolled_product(blocks, shift)
+        idx, left, right = _niqe_aggd(prod.reshape(flat.shape), table)
+        b = beta[idx]
+        beta_l, beta_r = left * b, right * b
+        feats += [gam[idx], (beta_r - beta_l) * mean[idx], beta_l, beta_r]
+    return torch.stack(feats, dim=-1).reshape(n, nbh * nbw, 18)
+
+
+@functools.lru_cache(maxsize=1)
+def _niqe_half_taps() -> tuple[float, ...]:
+    """pyiqa's float32 bicubic taps (antialiased, scale 1/2) at distances 4.5 - t, t = 0..9."""
+    ax = ((torch.tensor(4.5, dtype=torch.float32) - torch.arange(10, dtype=torch.float32)) * 0.5).abs()
+    ax2 = ax * ax
+    ax3 = ax * ax2
+    a = -0.5
+    inner = ((a + 2) * ax3 - (a + 3) * ax2 + 1) * (ax <= 1).to(ax.dtype)
+    outer = (a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a) * ((ax > 1) & (ax <= 2)).to(ax.dtype)
+    w = inner + outer
+    return tuple(float(v) for v in (w / w.sum()).tolist())
+
+
+def _niqe_half(x: torch.Tensor) -> torch.Tensor:
+    """pyiqa's imresize(x / 255, 0.5) * 255 for N x H x W with H, W even, in the same
+    float32 arithmetic (pyiqa casts to float32 whatever it gets): each output is the same
+    ten taps summed in order, on MATLAB's symmetric padding. Equal to pyiqa's bit for bit;
+    a float64 resize would move NIQE by up to 4e-5 through the shape grid."""
+    taps = _niqe_half_taps()
+    xf = (x / 255.0).to(torch.float32)
+
+    def halve_rows(t: torch.Tensor) -> torch.Tensor:
+        m = t.shape[-2] // 2
+        tp = torch.cat([t[..., :4, :].flip(-2), t, t[..., -4:, :].flip(-2)], dim=-2)
+        acc = None
+        for k, wk in enumerate(taps):
+            if wk == 0.0:  # the end taps are 0: adding 0 * x leaves pyiqa's sum unchanged
+                continue
+            term = tp[..., k : k + 2 * m - 1 : 2, :] * wk
+            acc = term if acc is None else acc + term
+        return acc
+
+    # columns as rows of the transpose: the strided reads stay within contiguous rows
+    y = halve_rows(halve_rows(xf).transpose(-1, -2).contiguous()).transpose(-1, -2)
+    return y.to(torch.float64) * 255.0
+
+
+_NIQE_Y_WEIGHTS = tuple(float(np.float32(v)) for v in (65.481, 128.553, 24.966))  # pyiqa's float32 matrix
+
+
+def _niqe_luma(x: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W float64 in [0,1] -> N x H x W on 0..255 rounded to 8-bit levels, as
+    pyiqa's calculate_niqe (Y-BT.601 for 3 channels, x 255 for one)."""
+    if x.shape[1] == 3:
+        w = _NIQE_Y_WEIGHTS
+        y = x[:, 0] * w[0] + x[:, 1] * w[1]
+        y += x[:, 2] * w[2]
+        y += 16.0
+        y = y / 255.0 * 255.0
+    else:
+        y = x[:, 0] * 255.0
+    return torch.round(y)
+
+
+def _niqe_mvg_distance(feats: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """NIQE from N x nb x 36 block features: the nan-mean and the covariance of the rows
+    without NaN (pyiqa's nanmean / nancov), then sqrt(d^T pinv((C_p + C_d) / 2) d)."""
+    nan = torch.isnan(feats)
+    mu_d = torch.where(nan, 0.0, feats).sum(dim=1) / (~nan).sum(dim=1)
+    covs = []
+    for f, bad in zip(feats, nan.any(dim=2)):
+        rows = f[~bad]
+        covs.append(torch.cov(rows.T, correction=1 if rows.shape[0] > 1 else 0))
+    inv = torch.linalg.pinv((cov.to(feats) + torch.stack(covs)) / 2)
+    d = (mu.to(feats) - mu_d).unsqueeze(1)
+    return torch.sqrt(torch.bmm(torch.bmm(d, inv), d.transpose(1, 2)).reshape(-1))
+
+
+def niqe_torch(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """NIQE of N same-size images, one value each, on any device.
+
+    ``x``: N x C x H x W float in [0,1] (C = 3: scored on Y-BT.601; C = 1 as is), already
+    cropped, at least 96 x 96. Equal to pyiqa's ``calculate_niqe`` (ycbcr, crop 0) to
+    1e-10 or so: blocks are processed all at once and each AGGD shape is looked up on
+    pyiqa's grid by bisection, with pyiqa's rounding wherever NIQE is sensitive to it.
+    """
+    x = x.to(torch.float64).contiguous()
+    y = _niqe_luma(x)
+    n, h, w = y.shape
+    nbh, nbw = h // NIQE_BLOCK, w // NIQE_BLOCK
+    if nbh < 1 or nbw < 1:
+        raise BenchError(f"NIQE needs at least {NIQE_BLOCK}x{NIQE_BLOCK} pixels, got {h}x{w}")
+    table = tuple(t.to(x.device) for t in _niqe_aggd_table())
+    y = y[:, : nbh * NIQE_BLOCK, : nbw * NIQE_BLOCK]
+    f1 = _niqe_block_features(_niqe_normalise(y), NIQE_BLOCK, table)
+    f2 = _niqe_block_features(_niqe_normalise(_niqe_half(y)), NIQE_BLOCK // 2, table)
+    return _niqe_mvg_distance(torch.cat([f1, f2], dim=-1), mu, cov)
+
+
+# -- the CPU path: the same steps in numpy, one image at a time. numpy's single-core
+# loops beat torch's here at these sizes and do not slow down when cores are shared;
+# the two halves of the blocks run on two threads (numpy releases the GIL).
+def _niqe_aggd_np(f: np.ndarray, table: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_niqe_aggd` for a numpy (blocks x values) array."""
+    r = table[1]
+    # the cheapest numpy forms measured for each sum (einsum for row sums, bool sums for counts)
+    n_left = np.less(f, 0.0).sum(axis=1).astype(np.float64)
+    n_right = np.greater(f, 0.0).sum(axis=1).astype(np.float64)
+    lo = np.minimum(f, 0.0)
+    hi = np.maximum(f, 0.0)
+    sum_left = np.einsum("ij,ij->i", lo, lo)
+    sum_right = np.einsum("ij,ij->i", hi, hi)
+    n = f.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # an empty side gives NaN, as in pyiqa
+        left_std = np.sqrt(sum_left / n_left)
+        right_std = np.sqrt(sum_right / n_right)
+        g = left_std / right_std
+        mean_abs = (np.einsum("ij->i", hi) - np.einsum("ij->i", lo)) / n
+        rhat = mean_abs * mean_abs / ((sum_left + sum_right) / n)
+        rnorm = (rhat * (g * g * g + 1) * (g + 1)) / (g * g + 1) ** 2
+    i = np.clip(np.searchsorted(r, rnorm), 1, len(r) - 1)
+    below, above = np.abs(r[i - 1] - rnorm), np.abs(r[i] - rnorm)
+    idx = np.where(above < below, i, i - 1)
+    idx = np.where(np.isfinite(rnorm), idx, 0)
+    return idx, left_std, right_std
+
+
+def _niqe_block_features_np(blocks: np.ndarray, table: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`_niqe_block_features` for numpy blocks (nb x size x size) -> nb x 18."""
+    gam, _, beta, mean = table
+    nb, size, _ = blocks.shape
+    feats = []
+    idx, left, right = _niqe_aggd_np(blocks.reshape(nb, size * size), table)
+    b = beta[idx]
+    feats += [gam[idx], (left * b + right * b) / 2]
+    prod = np.empty_like(blocks)
+    for shift in _NIQE_SHIFTS:
+        for dr, sr in _wrap_ranges(shift[0]):
+            for dc, sc in _wrap_ranges(shift[1]):
+                np.multiply(blocks[:, dr, dc], blocks[:, sr, sc], out=prod[:, dr, dc])
+        idx, left, right = _niqe_aggd_np(prod.reshape(nb, size * size), table)
+        b = beta[idx]
+        beta_l, beta_r = left * b, right * b
+        feats += [gam[idx], (beta_r - beta_l) * mean[idx], beta_l, beta_r]
+    return np.stack(feats, axis=1)
+
+
+def _niqe_scale_np(y: np.ndarray, size: int, table: Sequence[np.ndarray], pool: ThreadPoolExecutor | None) -> np.ndarray:
+    """Normalise an H x W plane and return its blocks' features (nb x 18)."""
+    g = _niqe_window_1d()
+
+    def filt(a: np.ndarray) -> np.ndarray:
+        return correlate1d(correlate1d(a, g, axis=0, mode="nearest"), g, axis=1, mode="nearest")
+
+    if pool is not None:
+        mu_f, var_f = pool.submit(filt, y), pool.submit(filt, y * y)
+        mu, var = mu_f.result(), var_f.result()
+    else:
+        mu, var = filt(y), filt(y * y)
+    var -= mu * mu
+    np.abs(var, out=var)
+    var += np.finfo(np.float64).eps
+    sigma = np.sqrt(var, out=var)
+    sigma += 1.0
+    z = y - mu
+    z /= sigma
+    h, w = z.shape
+    nbh, nbw = h // size, w // size
+    blocks = np.ascontiguousarray(z.reshape(nbh, size, nbw, size).transpose(0, 2, 1, 3)).reshape(-1, size, size)
+    if pool is None or len(blocks) < 2:
+        return _niqe_block_features_np(blocks, table)
+    half = len(blocks) // 2
+    parts = [pool.submit(_niqe_block_features_np, part, table) for part in (blocks[:half], blocks[half:])]
+    return np.concatenate([p.result() for p in parts])
+
+
+def _niqe_half_np(y: np.ndarray) -> np.ndarray:
+    """:func:`_niqe_half` for an H x W numpy plane (the same float32 operations)."""
+    taps = [np.float32(t) for t in _niqe_half_taps()]
+    xf = (y / 255.0).astype(np.float32)
+
+    def halve_rows(t: np.ndarray) -> np.ndarray:
+        m = t.shape[0] // 2
+        tp = np.concatenate([t[:4][::-1], t, t[-4:][::-1]], axis=0)
+        acc = None
+        for k, wk in enumerate(taps):
+            if wk == 0.0:
+                continue
+            term = tp[k : k + 2 * m - 1 : 2] * wk
+            acc = term if acc is None else np.add(acc, term, out=acc)
+        return acc
+
+    out = halve_rows(np.ascontiguousarray(halve_rows(xf).T)).T
+    return out.astype(np.float64) * 255.0
+
+
+def _niqe_luma_np(arr: np.ndarray) -> np.ndarray:
+    """:func:`_niqe_luma` for one H x W x C image (uint8, or float64 on 0..255)."""
+    if arr.shape[2] == 3:
+        w = _NIQE_Y_WEIGHTS
+        y = (arr[..., 0] / 255.0) * w[0]
+        y += (arr[..., 1] / 255.0) * w[1]
+        y += (arr[..., 2] / 255.0) * w[2]
+        y += 16.0
+        y = y / 255.0 * 255.0
+    else:
+        y = (arr[..., 0] / 255.0) * 255.0
+    return np.round(y)
+
+
+def _niqe_numpy(arr: np.ndarray, mu: torch.Tensor, cov: torch.Tensor, threads: int | None = None) -> float:
+    """NIQE of one checked, cropped H x W x C image on the CPU; equals :func:`niqe_torch`."""
+    table = tuple(t.numpy() for t in _niqe_aggd_table())
+    y = _niqe_luma_np(arr)
+    h, w = y.shape
+    nbh, nbw = h // NIQE_BLOCK, w // NIQE_BLOCK
+    y = y[: nbh * NIQE_BLOCK, : nbw * NIQE_BLOCK]
+    threads = max(1, threads if threads is not None else torch.get_num_threads())
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(2)) if threads > 1 else None
+        f1 = _niqe_scale_np(y, NIQE_BLOCK, table, pool)
+        f2 = _niqe_scale_np(_niqe_half_np(y), NIQE_BLOCK // 2, table, pool)
+    feats = torch.from_numpy(np.concatenate([f1, f2], axis=1))[None]
+    return float(_niqe_mvg_distance(feats, mu, cov)[0])
+
+
+def _niqe_tensor_pyiqa(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """The previous implementation, pyiqa's ``calculate_niqe`` itself: the reference that
+    tests check :func:`niqe_torch` against, and the 'before' row of the speed script."""
+    from pyiqa.archs.niqe_arch import calculate_niqe  # heavy import, only when used
 
     # crop 0 here: inputs arrive cropped. pyiqa turns 3 channels into Y-BT.601 (ycbcr),
     # scales to 0..255 and rounds, as MATLAB's niqe does on uint8.
-    out = calculate_niqe(x, 0, True, "ycbcr", mu.to(x.device), cov.to(x.device))
-    return out.reshape(-1)
+    return calculate_niqe(x, 0, True, "ycbcr", mu.to(x.device), cov.to(x.device)).reshape(-1)
+
+
+def _niqe_one(img: np.ndarray, crop: int, params: tuple[torch.Tensor, torch.Tensor] | None, what: str) -> float:
+    mu, cov = params if params is not None else load_niqe_params()
+    with torch.inference_mode():
+        return _niqe_numpy(_niqe_checked(img, crop, what), mu, cov)
 
 
 def niqe(img: np.ndarray, *, crop: int, params: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
     """NIQE of an RGB (scored on Y-BT.601) or single-channel image, ``crop`` pixels off each edge."""
-    mu, cov = params if params is not None else load_niqe_params()
-    with torch.inference_mode():
-        return float(_niqe_tensor(_niqe_input(img, crop, "image"), mu, cov)[0])
+    return _niqe_one(img, crop, params, "image")
 
 
 # ---------------------------------------------------------------------------
@@ -576,8 +946,17 @@ def _planes_torch(x: torch.Tensor, channel: str) -> torch.Tensor:
     return out + 16.0 if channel == "y" else out / 1000.0
 
 
-def _score_niqe(sr: np.ndarray, gray: bool, crop: int, params: tuple[torch.Tensor, torch.Tensor]) -> float:
-    return niqe(_niqe_image(sr, gray), crop=crop, params=params)
+def _score_niqe(sr: np.ndarray, gray: bool, crop: int, params: tuple[torch.Tensor, torch.Tensor], what: str) -> float:
+    return _niqe_one(_niqe_image(sr, gray), crop, params, what)
+
+
+def _sr_names(n: int, ids: Sequence[str] | None) -> list[str]:
+    """How errors name each SR image: by its id when the caller gives ids."""
+    if ids is None:
+        return ["SR image"] * n
+    if len(ids) != n:
+        raise BenchError(f"batch: {len(ids)} ids for {n} images; pass one id per image")
+    return [f"SR image {i}" for i in ids]
 
 
 Pair = tuple[np.ndarray, "np.ndarray | None", bool]
@@ -622,20 +1001,22 @@ class Metric:
     def __call__(self, sr: np.ndarray, hr: np.ndarray | None = None, *, gray: bool = False) -> float:
         return self.batch([(sr, hr, gray)], jobs=1)[0]
 
-    def batch(self, pairs: Sequence[Pair], jobs: int = 1) -> list[float]:
-        """Scores in the order given; joblib over ``jobs`` CPU processes, or batches on CUDA."""
+    def batch(self, pairs: Sequence[Pair], jobs: int = 1, ids: Sequence[str] | None = None) -> list[float]:
+        """Scores in the order given; joblib over ``jobs`` CPU processes, or batches on CUDA.
+        ``ids`` (one per pair) name the images in errors."""
         if not self.available:
             raise MetricUnavailable(self.unavailable_reason)
         pairs = self._prepare(pairs)
         if not pairs:
             return []
+        names = _sr_names(len(pairs), ids)
         name = self.spec.name
         if name == "lpips":
             return self._lpips(pairs)
         if self.device.type == "cuda":
-            return self._torch_batch(pairs)
+            return self._torch_batch(pairs, names)
         if name == "niqe":
-            calls = [(_score_niqe, (sr, gray, self.crop, self._niqe_params)) for sr, _, gray in pairs]
+            calls = [(_score_niqe, (sr, gray, self.crop, self._niqe_params, what)) for (sr, _, gray), what in zip(pairs, names)]
         else:
             calls = [
                 (_score_full_reference, (name, sr, hr, _channel_for(self.protocol, gray), self.crop))
@@ -658,17 +1039,18 @@ class Metric:
             groups.setdefault(k, []).append(i)
         return groups
 
-    def _torch_batch(self, pairs: Sequence[Pair]) -> list[float]:
+    def _torch_batch(self, pairs: Sequence[Pair], names: Sequence[str] | None = None) -> list[float]:
         """The CUDA path: images grouped by shape, uploaded as 8-bit, converted on the device."""
         out = [0.0] * len(pairs)
         with torch.inference_mode():
             if self.spec.name == "niqe":
                 mu, cov = self._niqe_params
-                imgs = [_niqe_checked(_niqe_image(sr, gray), self.crop, "SR image") for sr, _, gray in pairs]
+                names = names or _sr_names(len(pairs), None)
+                imgs = [_niqe_checked(_niqe_image(sr, gray), self.crop, what) for (sr, _, gray), what in zip(pairs, names)]
                 for idx in self._groups([(a.shape, a.dtype) for a in imgs]).values():
                     for chunk in _chunks(idx, 16):
                         x = _to_nchw([imgs[i] for i in chunk], self.device) / 255.0
-                        for i, v in zip(chunk, _niqe_tensor(x, mu, cov).tolist()):
+                        for i, v in zip(chunk, niqe_torch(x, mu, cov).tolist()):
                             out[i] = float(v)
                 return out
             channels = [_channel_for(self.protocol, gray) for _, _, gray in pairs]
@@ -786,6 +1168,7 @@ __all__ = [
     "download_lpips_weights",
     "load_niqe_params",
     "niqe",
+    "niqe_torch",
     "psnr",
     "resolve_lpips_weights",
     "ssim",

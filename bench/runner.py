@@ -692,7 +692,7 @@ def score_cell(srs, refs, metric_names, metrics, jobs: int) -> dict[tuple[str, s
         pairs = [(sr, None if hr is None else hr_uint8(hr), bool(hr is not None and hr.gray)) for (iid, sr), hr in zip(srs, refs)]
         if not metric.spec.full_reference:
             pairs = [(sr, None, False) for sr, _, _ in pairs]
-        out = metric.batch(pairs, jobs=jobs)
+        out = metric.batch(pairs, jobs=jobs, ids=[iid for iid, _ in srs])
         for (iid, _), v in zip(srs, out):
             if v is None or not math.isfinite(v):
                 raise BenchError(f"metric {m} gave {v} on {iid}")
