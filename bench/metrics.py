@@ -112,7 +112,8 @@ METRICS: Mapping[str, MetricSpec] = MappingProxyType(
         "lpips": MetricSpec("lpips", True, True, "LPIPS v0.1 AlexNet, RGB in [0,1], whole image",
                             label="LPIPS", digits=4),
         "niqe": MetricSpec("niqe", True, False, "NIQE, LIVE pristine model, Y-BT.601, crop = scale",
-                           label="NIQE", digits=3),
+                           label="NIQE", digits=3,
+                           version="2"),  # 2: vectorised over blocks (values within 1e-4 of version 1)
     }
 )
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Images per second for LR synthesis and each metric on this machine, beside pyiqa.
 
-Not a test. pyiqa is the reference for values, not for speed: every row that has a
-pyiqa counterpart runs it on the same images in the same run and reports the largest
-difference of the values. Prints a table and writes JSON (with provenance) to --out.
+Not a test. pyiqa is the reference for values; pyiqa and BasicSR's numpy functions are
+the references for speed: every row that has a counterpart runs it on the same images
+in the same run and reports ms/image, the speed-up and the largest value difference.
+BasicSR is not a dependency: --basicsr PATH imports its metric files from a source tree
+(without it that column is skipped). Prints a table and writes JSON (with provenance).
 
-    python benchmarks/speed_core.py --threads 2            # CPU, and CUDA when present
+    python benchmarks/speed_core.py --threads 2 --basicsr ~/src/BasicSR   # CPU, and CUDA when present
     python benchmarks/speed_core.py --device cpu --repeats 5
+    python benchmarks/speed_core.py --device cuda --niqe-throughput        # NIQE images/s on 100 images
 """
 from __future__ import annotations
 
@@ -37,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=20.0, help="stop repeating one measurement after this many seconds")
     p.add_argument("--suites", default=";".join(DEFAULT_SUITES), help="';'-separated suite names to time")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/reference/speed_core_<device>.json)")
+    p.add_argument("--basicsr", type=Path, default=None,
+                   help="folder with BasicSR's source tree (basicsr/metrics/niqe.py ...): adds BasicSR's numpy "
+                        "PSNR, SSIM, NIQE and imresize as a second reference")
+    p.add_argument("--niqe-images", type=int, default=100, help="images for the NIQE batch throughput row (CUDA)")
+    p.add_argument("--niqe-throughput", action="store_true",
+                   help="only measure NIQE images/s on --niqe-images images (on CUDA when present) and exit")
     return p.parse_args(argv)
 
 

@@ -2,6 +2,7 @@
 Set5/Set14, NIQE offline, LPIPS weight resolution and its code path (stand-in weights)."""
 from __future__ import annotations
 
+import math
 import socket
 from pathlib import Path
 
@@ -231,6 +232,95 @@ def test_niqe_params_match_pyiqa_window():
     assert torch.allclose(cov, cov.T)
     with np.load(Path(M.__file__).with_name("niqe_pris_params.npz")) as z:
         np.testing.assert_allclose(z["gaussian_window"], fspecial(7, 7 / 6).numpy()[0, 0], atol=1e-8)
+
+
+def _niqe_cases() -> list[tuple[str, np.ndarray]]:
+    """Natural images (scikit-image's bundled data) and the cases NIQE is fragile on:
+    flat areas (the normalised value is a rounding residue), black areas (exact zeros),
+    noise, a single-channel plane, and blocks whose second scale is not a whole block."""
+    from skimage import data
+
+    rng = np.random.default_rng(7)
+    flat = np.full((200, 300, 3), 128, np.uint8)
+    flat[40:160, 60:250] = rng.integers(0, 256, (120, 190, 3))
+    half_black = np.zeros((250, 330), np.uint8)
+    half_black[:, 100:] = rng.integers(0, 256, (250, 230))
+    sky = np.clip(data.astronaut()[:300, :400].astype(int) // 16 * 16, 0, 255).astype(np.uint8)  # posterised
+    return [
+        ("astronaut", data.astronaut()[:360, :480]),
+        ("coffee", data.coffee()),
+        ("chelsea", data.chelsea()),
+        ("camera (gray)", data.camera()[:300, :410]),
+        ("posterised", sky),
+        ("flat + noise", flat),
+        ("half black", half_black),
+        ("noise", rng.integers(0, 256, (196, 292, 3)).astype(np.uint8)),
+    ]
+
+
+def test_niqe_fast_paths_equal_the_previous_pyiqa_path():
+    """The vectorised NIQE (numpy on the CPU, torch batched) against pyiqa's calculate_niqe,
+    which the metric used before and which matches MATLAB: within 1e-4 on every image
+    (in practice about 1e-8 on natural images, 1e-6 on the synthetic ones)."""
+    mu, cov = M.load_niqe_params()
+    for name, img in _niqe_cases():
+        x = M._niqe_input(img, 4, name)
+        with torch.inference_mode():
+            before = float(M._niqe_tensor_pyiqa(x, mu, cov)[0])
+            batched = float(M.niqe_torch(x, mu, cov)[0])
+        now = M.niqe(img, crop=4, params=(mu, cov))
+        assert math.isfinite(before), name
+        assert abs(now - before) <= 1e-4, (name, now, before)
+        assert abs(batched - before) <= 1e-4, (name, batched, before)
+        assert abs(batched - now) <= 1e-9, (name, batched, now)
+
+
+def test_niqe_steps_keep_pyiqa_arithmetic():
+    """The steps NIQE is sensitive to reproduce pyiqa's exactly: the half-size image
+    (float32, bit for bit), the grid lookup (pyiqa's argmin, ties and NaN included), the
+    7x7 window, and the block products (pyiqa rolls each block)."""
+    from pyiqa.archs.func_util import estimate_aggd_param
+    from pyiqa.matlab_utils import fspecial
+    from pyiqa.matlab_utils import imresize as pyiqa_imresize
+
+    rng = np.random.default_rng(3)
+    y = torch.from_numpy(np.round(rng.random((2, 192, 288)) * 255))
+    ref = (pyiqa_imresize(y[:, None] / 255.0, scale=0.5, antialiasing=True) * 255.0)[:, 0]
+    assert torch.equal(M._niqe_half(y), ref)
+    assert np.array_equal(M._niqe_half_np(y[0].numpy()), ref[0].numpy())
+    assert np.array_equal(M._niqe_window(), fspecial(7, 7 / 6).numpy()[0, 0].astype(np.float64))
+    g = M._niqe_window_1d()
+    assert abs(g.sum() ** 2 - M._niqe_window().sum()) < 1e-15 and np.abs(np.outer(g, g) - M._niqe_window()).max() < 3e-9
+
+    table = M._niqe_aggd_table()
+    f = torch.from_numpy(rng.standard_normal((40, 1, 24, 24)) * rng.random((40, 1, 1, 1)) ** 3)
+    f[0] = f[0].abs()  # no negative values: NaN in pyiqa
+    f[1] = 0.0
+    f[2] = torch.sign(f[2])  # rhat exactly 1: beyond the grid's end
+    alpha, left, right = estimate_aggd_param(f, return_sigma=True)
+    idx, l2, r2 = M._niqe_aggd(f.reshape(40, -1), table)
+    np.testing.assert_array_equal(table[0][idx].numpy(), alpha.numpy())
+    torch.testing.assert_close(l2, left.reshape(-1), rtol=1e-13, atol=0, equal_nan=True)
+    torch.testing.assert_close(r2, right.reshape(-1), rtol=1e-13, atol=0, equal_nan=True)
+    idx_np, _, _ = M._niqe_aggd_np(f.reshape(40, -1).numpy(), [t.numpy() for t in table])
+    np.testing.assert_array_equal(idx_np, idx.numpy())
+
+    blocks = torch.from_numpy(rng.standard_normal((3, 6, 6)))
+    for shift in M._NIQE_SHIFTS:
+        assert torch.equal(M._rolled_product(blocks, shift), blocks * torch.roll(blocks, shift, dims=(1, 2)))
+
+
+def test_niqe_batch_names_a_too_small_image():
+    m = M.create_metric("niqe", scale=4)
+    ok = _noisy((120, 120, 3), 50)[0]
+    small = _noisy((90, 140, 3), 51)[0]
+    with pytest.raises(BenchError, match=r"SR image img_002: NIQE needs at least 96x96 .* got 82x132"):
+        m.batch([(ok, None, False), (small, None, False)], ids=["img_001", "img_002"])
+    with pytest.raises(BenchError, match=r"SR image img_002: NIQE needs"):
+        m._torch_batch(m._prepare([(ok, None, False), (small, None, False)]), ["SR image img_001", "SR image img_002"])
+    with pytest.raises(BenchError, match="one id per image"):
+        m.batch([(ok, None, False)], ids=["a", "b"])
+    assert m.batch([(ok, None, False)], ids=["img_001"]) == [m(ok)]
 
 
 # ---------------------------------------------------------------------------
