@@ -17,17 +17,9 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from . import __version__
-from .adapter import BenchError
+from .adapter import BenchError, sha256_file as _sha256
 
 MANIFEST_VERSION = "2"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _folder_name(suite_name: str) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from torch import nn
 
 from bench.adapter import (
     BenchError,
+    sha256_file as _sha256,
     CheckpointError,
     load_state_dict_checked,
     load_torch_file,
@@ -470,7 +470,7 @@ def _niqe_normalise(x: torch.Tensor) -> torch.Tensor:
 def _niqe_aggd(f: torch.Tensor, table: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """pyiqa's estimate_aggd_param on every row of ``f`` (rows = blocks) at once:
     (shape index into the grid, left std, right std). Zeros count on neither side."""
-    gam, r = table[0], table[1]
+    r = table[1]
     lo, hi = f.clamp(max=0.0), f.clamp(min=0.0)
     n_left = torch.count_nonzero(lo, dim=-1).to(f.dtype)
     n_right = torch.count_nonzero(hi, dim=-1).to(f.dtype)
@@ -775,14 +775,6 @@ def niqe(img: np.ndarray, *, crop: int, params: tuple[torch.Tensor, torch.Tensor
 # ---------------------------------------------------------------------------
 # LPIPS weights
 # ---------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _candidates(name: str, weights_dir: str | Path | None) -> list[Path]:
     hub = Path(torch.hub.get_dir())
     out = []

@@ -175,14 +175,6 @@ def find_weight_file(name: str, weights_dir: str | Path | None = None) -> Path |
     return None
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_weight_file(name: str, weights_dir: str | Path | None, *, verify: bool = True) -> tuple[Path | None, str]:
     """(path or None, sha256 or 'absent') of an ImageNet weight file; a file whose digest
     does not match the published prefix is refused with one line (``verify=False`` is for
@@ -190,7 +182,9 @@ def resolve_weight_file(name: str, weights_dir: str | Path | None, *, verify: bo
     path = find_weight_file(name, weights_dir)
     if path is None:
         return None, "absent"
-    digest = file_sha256(path)
+    from .adapter import sha256_file
+
+    digest = sha256_file(path)
     expected = EXPECTED_PREFIX.get(name)
     if verify and expected and not digest.startswith(expected):
         raise BenchError(f"{path} has sha256 {digest[:16]}..., but {name} must start with {expected}: it is not "
