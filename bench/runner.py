@@ -60,8 +60,8 @@ GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 
 #: training pool per profile: (source HR images, target LR images, HR side)
 POOLS = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
-LR_CACHE_VERSION = "2"
-CLAIM_POLL_S = 2.0  # how often a run re-reads cells another run is computing  # 2: keyed by the suite's fingerprint (its steps), not its name
+LR_CACHE_VERSION = "2"  # 2: keyed by the suite's fingerprint (its steps), not its name
+CLAIM_POLL_S = 2.0  # how often a run re-reads cells another run is computing
 
 
 @dataclass(frozen=True)

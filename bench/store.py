@@ -286,10 +286,6 @@ class Store:
             db.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?)", (key.cell_id, me, run_id, time.time()))
         return "mine"
 
-    def claimed_elsewhere(self, key: CellKey) -> bool:
-        row = self.db.execute("SELECT owner, since FROM claims WHERE cell_id=?", (key.cell_id,)).fetchone()
-        return bool(row) and row[0] != owner_id() and claim_alive(row[0], row[1])
-
     def release_claims(self) -> None:
         """Drop this process's claims (a run that stops leaves nothing held)."""
         with self.transaction() as db:
