@@ -6,6 +6,9 @@ so tests that need them skip with a reason (set UNPAIRED_SR_SHARED to point else
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,23 @@ def requires_shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not found: set UNPAIRED_SR_SHARED to the folder holding datasets/ and reference/")
     return p
+
+
+def run_isolated(args: list[str], out: Path, env: dict, timeout: int = 600) -> tuple[int, str, str]:
+    """``run_bench.py ARGS`` in a session of its own, output to files next to ``out``.
+
+    Files, not pipes: after a SIGKILL the orphaned scoring workers would keep a pipe open;
+    their whole process group is killed here instead. Returns (exit code, stdout, stderr).
+    """
+    log_out, log_err = out.parent / f"{out.name}.out", out.parent / f"{out.name}.err"
+    with open(log_out, "w") as fo, open(log_err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "run_bench.py", *args], cwd=REPO, env=env, stdout=fo, stderr=fe,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return code, log_out.read_text(), log_err.read_text()

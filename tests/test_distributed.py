@@ -4,9 +4,6 @@ mid-fit (its task rerun elsewhere, the rerun in the log) and with the driver kil
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,8 @@ from PIL import Image
 
 distributed = pytest.importorskip(
     "distributed", reason='dask.distributed is not installed; pip install -e ".[dist]" to run the cluster tests')
+
+from tests._shared import run_isolated
 
 REPO = Path(__file__).resolve().parents[1]
 KILL = "UNPAIRED_SR_BENCH_WORKER_KILL_AT"
@@ -36,21 +35,10 @@ def _run(data: Path, out: Path, *extra: str, kill: str | None = None) -> tuple[i
     env.pop(KILL, None)
     if kill:
         env["UNPAIRED_SR_BENCH_KILL_AT"] = kill
-    cmd = [sys.executable, "run_bench.py", "--methods", "bicubic,edsr-bicubic", "--profile", "smoke",
-           "--datasets", f"tiny={data}", "--suites", "bicubic;noise:sigma=5", "--metrics", "psnr,ssim",
-           "--no-timing", "--device", "cpu", "--out", str(out), *extra]
-    # files, not pipes, and a session of its own: a killed driver's children are killed with it
-    log_out, log_err = out.parent / f"{out.name}.out", out.parent / f"{out.name}.err"
-    with open(log_out, "w") as fo, open(log_err, "w") as fe:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe, start_new_session=True)
-        try:
-            code = proc.wait(timeout=300)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return code, log_out.read_text(), log_err.read_text()
+    args = ["--methods", "bicubic,edsr-bicubic", "--profile", "smoke",
+            "--datasets", f"tiny={data}", "--suites", "bicubic;noise:sigma=5", "--metrics", "psnr,ssim",
+            "--no-timing", "--device", "cpu", "--out", str(out), *extra]
+    return run_isolated(args, out, env, timeout=300)
 
 
 @pytest.fixture(scope="module")

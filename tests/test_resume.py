@@ -3,14 +3,13 @@ rerun each time, and end with the same summary.csv as an uninterrupted run."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests._shared import run_isolated
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,22 +30,10 @@ def _run(data: Path, out: Path, kill: str | None) -> tuple[int, str, str]:
     env.pop("UNPAIRED_SR_BENCH_KILL_AT", None)
     if kill:
         env["UNPAIRED_SR_BENCH_KILL_AT"] = kill
-    cmd = [sys.executable, "run_bench.py", "--methods", "bicubic,edsr-bicubic,oracle", "--profile", "smoke",
-           "--datasets", f"tiny={data}", "--suites", "bicubic;noise:sigma=5", "--metrics", "psnr,ssim",
-           "--no-timing", "--device", "cpu", "--out", str(out)]
-    # Output to files, not pipes, and a session of its own: after a SIGKILL the orphaned
-    # scoring workers would keep a pipe open; their whole group is killed here instead.
-    log_out, log_err = out.parent / f"{out.name}.out", out.parent / f"{out.name}.err"
-    with open(log_out, "w") as fo, open(log_err, "w") as fe:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fo, stderr=fe, start_new_session=True)
-        try:
-            code = proc.wait(timeout=600)
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    return code, log_out.read_text(), log_err.read_text()
+    args = ["--methods", "bicubic,edsr-bicubic,oracle", "--profile", "smoke",
+            "--datasets", f"tiny={data}", "--suites", "bicubic;noise:sigma=5", "--metrics", "psnr,ssim",
+            "--no-timing", "--device", "cpu", "--out", str(out)]
+    return run_isolated(args, out, env, timeout=600)
 
 
 @pytest.mark.slow
