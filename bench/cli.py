@@ -302,19 +302,6 @@ def cmd_degrade(argv: list[str]) -> int:
     return 0
 
 
-def writable(folder: Path) -> bool:
-    """Whether files can be made in ``folder`` (tried, not guessed: root passes every
-    permission check, but not a read-only mount)."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
 def cmd_tables(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run_bench.py tables",
                                 description="Re-render the tables from a results store. A cell whose inputs changed "
@@ -327,7 +314,7 @@ def cmd_tables(argv: list[str]) -> int:
                    help="write the tables here instead of --out (for a store on read-only media)")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)
-    from .store import Store
+    from .store import Store, writable
     from .tables import rendered_line, summarize, write_all
 
     db = Path(a.out) / "results.sqlite"

@@ -177,7 +177,7 @@ def method_names(spec: RunSpec) -> list[str]:
     for flag, pairs in (("--checkpoint", spec.checkpoints), ("--init", spec.init)):
         for name, path in pairs:
             if name not in names:
-                known = [n for n in names] + [f"{n}.{t}" for n in names for t in REGISTRY.get(split_name(n)[0]).variants if t]
+                known = list(names) + [f"{n}.{t}" for n in names for t in REGISTRY.get(split_name(n)[0]).variants if t]
                 raise BenchError(unknown_name(f"method in {flag} {name}={path} (not in this run's --methods)",
                                               name, known))
             if not Path(path).exists():
@@ -596,11 +596,9 @@ class Runner:
                 for f in cls.weight_files:
                     path, _ = resolve_weight_file(f, spec.weights_dir, verify=spec.verify_weights)
                     if path is None:
-                        import torch as _torch
-
                         raise BenchError(
                             f"{n} at the paper profile trains with a perceptual loss that needs ImageNet weights {f}; "
-                            f"place it in --weights-dir or {Path(_torch.hub.get_dir()) / 'checkpoints'}, or pass "
+                            f"place it in --weights-dir or {Path(torch.hub.get_dir()) / 'checkpoints'}, or pass "
                             f"--checkpoint {n}=RELEASED_FILE")
 
     def _fail(self, key: CellKey, error: str) -> None:

@@ -121,7 +121,7 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the output folder {self.path.parent} ({exc.strerror}); "
                                  "pass a writable --out") from None
-            if self.path.parent.exists() and not os.access(self.path.parent, os.W_OK):
+            if not writable(self.path.parent):
                 raise StoreError(f"the output folder {self.path.parent} is not writable; pass a writable --out "
                                  f"(to render tables from a store there: run_bench.py tables --out "
                                  f"{self.path.parent} --to NEW_FOLDER)")
@@ -459,6 +459,19 @@ def repair(src: Path, dest: Path, log=print) -> dict[str, int]:
     new.close()
     old.close()
     return counts
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (tried, not guessed: root passes every
+    permission check, but not a read-only mount)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def owner_id() -> str:

@@ -28,6 +28,20 @@ def requires_shared(*parts: str) -> Path:
     return p
 
 
+def smooth_images(folder: Path, sizes, seed: int) -> Path:
+    """PNG ``im{i}.png`` per (h, w) in ``sizes``: low-pass random images (bicubic-enlarged
+    noise), so SR methods and metrics see image-like content."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        base = rng.random((h // 8, w // 8, 3))
+        Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC).save(folder / f"im{i}.png")
+    return folder
+
+
 def run_isolated(args: list[str], out: Path, env: dict, timeout: int = 600) -> tuple[int, str, str]:
     """``run_bench.py ARGS`` in a session of its own, output to files next to ``out``.
 

@@ -6,27 +6,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 distributed = pytest.importorskip(
     "distributed", reason='dask.distributed is not installed; pip install -e ".[dist]" to run the cluster tests')
 
-from tests._shared import run_isolated
+from tests._shared import run_isolated, smooth_images
 
 REPO = Path(__file__).resolve().parents[1]
 KILL = "UNPAIRED_SR_BENCH_WORKER_KILL_AT"
 
 
 def _dataset(root: Path) -> Path:
-    rng = np.random.default_rng(3)
-    d = root / "tiny"
-    d.mkdir()
-    for i, (h, w) in enumerate([(48, 64), (40, 52)]):
-        base = rng.random((h // 8, w // 8, 3))
-        Image.fromarray((base * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC).save(d / f"im{i}.png")
-    return d
+    return smooth_images(root / "tiny", [(48, 64), (40, 52)], seed=3)
 
 
 def _run(data: Path, out: Path, *extra: str, kill: str | None = None) -> tuple[int, str, str]:

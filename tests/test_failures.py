@@ -11,24 +11,18 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from bench.cli import main
 from bench.store import Store
 from bench.tables import summarize
+from tests._shared import smooth_images
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _images(folder: Path, n: int = 2, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        base = rng.random((5, 6, 3))
-        Image.fromarray((base * 255).astype(np.uint8)).resize((48, 40), Image.BICUBIC).save(folder / f"im{i}.png")
-    return folder
+    return smooth_images(folder, [(40, 48)] * n, seed)
 
 
 def _one_line(capsys, code: int, *words: str) -> str:

@@ -19,16 +19,11 @@ from bench.adapter import BenchError, CheckpointError, resolve_variant
 from bench.runner import Runner, RunSpec
 from bench.store import CellKey, Store
 from bench.tables import markdown, summarize
-from tests._shared import requires_shared
+from tests._shared import requires_shared, smooth_images
 
 
-def _images(folder: Path, n: int, seed: int, size=(48, 40)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        base = rng.random((size[1] // 8, size[0] // 8, 3))
-        Image.fromarray((base * 255).astype(np.uint8)).resize(size, Image.BICUBIC).save(folder / f"im{i}.png")
-    return folder
+def _images(folder: Path, n: int, seed: int) -> Path:
+    return smooth_images(folder, [(40, 48)] * n, seed)
 
 
 def _run(out: Path, **kw) -> tuple[Runner, dict]:
