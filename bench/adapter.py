@@ -137,9 +137,6 @@ class MethodContext:
     def init_file(self, name: str) -> str | None:
         return dict(self.init).get(name)
 
-    def with_device(self, device: str) -> "MethodContext":
-        return dataclasses.replace(self, device=str(device))
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -489,11 +486,13 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def resolve_variant(name: str) -> tuple[type[Method], MethodVariant | None]:
-    """The class and the declared variant behind ``name`` (did-you-mean on unknown tags)."""
+    """The class and the declared variant behind ``name``: its tag's, or the declared
+    default (tag ``""``) for a plain name, or None where the method declares none
+    (did-you-mean on unknown tags)."""
     base, tag = split_name(name)
     cls = REGISTRY.get(base)
     if not tag:
-        return cls, None
+        return cls, cls.variants.get("")
     if tag not in cls.variants:
         known = [f"{base}.{t}" for t in cls.variants] or [f"(none: {base} has no variants)"]
         raise BenchError(unknown_name("method variant", name, known))
@@ -518,16 +517,14 @@ def check_checkpoint_variant(name: str, path: str | Path) -> None:
     """
     cls, chosen = resolve_variant(name)
     text = Path(path).as_posix()
-    base = cls.info.name
-    mine = chosen.checkpoints if chosen else tuple(
-        c for v in cls.variants.values() if not v.tag for c in v.checkpoints)
+    mine = chosen.checkpoints if chosen else ()
     for v in cls.variants.values():
-        if v is chosen or v.tag == "":
+        if v is chosen:
             continue
         if any(frag in text for frag in v.checkpoints) and not any(frag in text for frag in mine):
-            raise CheckpointError(
-                f"checkpoint {path} is the release of {base}.{v.tag} ({v.about}); "
-                f"run it as --methods {base}.{v.tag} --checkpoint {base}.{v.tag}={path}")
+            other = f"{cls.info.name}.{v.tag}" if v.tag else cls.info.name
+            raise CheckpointError(f"checkpoint {path} is the release of {other} ({v.about}); "
+                                  f"run it as --methods {other} --checkpoint {other}={path}")
 
 
 def method_fingerprint(cls: type[Method]) -> str:
