@@ -159,40 +159,66 @@ class Budget:
 class TrainingData:
     """What a method may learn from. Never a test image, never a paired target example.
 
-    ``source_hr``: clean HR images (float32 H x W x 3 in [0,1]).
-    ``target_lr``: LR images of the target domain, made with the domain's degradation
-    from an HR pool disjoint from ``source_hr`` (unpaired methods only).
+    ``source_hr``: clean HR images, a :class:`bench.pools.ImagePool` (a lazy ``Sequence``
+    of float32 H x W x 3 arrays in [0,1]: index or iterate it like a tuple of arrays; pass
+    arrays and they are wrapped in an in-memory pool).
+    ``target_lr``: LR images of the target domain, never paired with any HR: real LR photos
+    (``--target lr:PATH``, a standard training set) or LR synthesised from a half of the
+    source images that ``source_hr`` never holds (unpaired methods only).
+    ``pairs``: (HR pool, LR pool) of real train pairs, aligned by index: given to the
+    upper bound (``oracle``) only, where a real-world set has them (RealSR, DRealSR).
     ``degradation``: the target domain's true degradation (``oracle`` only).
-    ``ids``: the image ids behind every array, for leak checks.
+    ``domain``: what the target is, for labels ("mixed", "NTIRE2020-T1 target").
+    ``ids``: the image ids behind every image, for leak checks (pool ids by default).
     """
 
     scale: int
-    source_hr: tuple[np.ndarray, ...]
-    target_lr: tuple[np.ndarray, ...] = ()
+    source_hr: Any
+    target_lr: Any = ()
     degradation: Any = None
     domain: str = ""
     source_ids: tuple[str, ...] = ()
     target_ids: tuple[str, ...] = ()
     seed: int = 0
+    pairs: Any = None
+
+    def __post_init__(self) -> None:
+        from .pools import as_pool
+
+        # arrays (third-party adapters, tests) become in-memory pools; pools stay lazy
+        src = as_pool(self.source_hr, "source", self.source_ids or None)
+        tgt = as_pool(self.target_lr, "target", self.target_ids or None)
+        object.__setattr__(self, "source_hr", src)
+        object.__setattr__(self, "target_lr", tgt)
+        object.__setattr__(self, "source_ids", tuple(src.ids))
+        object.__setattr__(self, "target_ids", tuple(tgt.ids))
+        if self.pairs is not None:
+            hr, lr = (as_pool(p, n) for p, n in zip(self.pairs, ("pairs-hr", "pairs-lr")))
+            if len(hr) != len(lr):
+                raise BenchError(f"training pairs: {len(hr)} HR images but {len(lr)} LR images; pair every HR with one LR")
+            object.__setattr__(self, "pairs", (hr, lr))
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset(self.source_ids) | frozenset(self.target_ids)
+        out = frozenset(self.source_ids) | frozenset(self.target_ids)
+        if self.pairs is not None:
+            out |= frozenset(self.pairs[0].ids) | frozenset(self.pairs[1].ids)
+        return out
 
     def fingerprint(self) -> str:
-        """Hash of the content, so cached fits are keyed by the data they saw."""
+        """Hash of the content (each pool's manifest of image digests), so cached fits are
+        keyed by the data they saw."""
         h = hashlib.sha256()
         h.update(f"{self.scale}|{self.domain}|{self.seed}|{self.degradation!r}".encode())
-        for arr in self.source_hr + self.target_lr:
-            h.update(str(arr.shape).encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
+        for pool in (self.source_hr, self.target_lr, *(self.pairs or ())):
+            h.update(f"|{len(pool)}:{pool.manifest()}".encode())
         return h.hexdigest()
 
     def without_degradation(self) -> "TrainingData":
-        return dataclasses.replace(self, degradation=None)
+        return dataclasses.replace(self, degradation=None, pairs=None)
 
     def without_target(self) -> "TrainingData":
-        return dataclasses.replace(self, target_lr=(), target_ids=(), degradation=None)
+        return dataclasses.replace(self, target_lr=(), target_ids=(), degradation=None, pairs=None)
 
 
 @dataclass

@@ -1,0 +1,265 @@
+"""Training image pools: what a fit may learn from, read lazily.
+
+A pool is an ordered, immutable list of images that knows each image's id, a content
+digest, and how to load it, without holding the pixels: a DF2K pool is 3,450 files of
+up to 2040 x 1356 pixels (about 115 GB as float32), so images are decoded on demand into
+a small bounded cache. Every pool is also a ``Sequence`` of float32 H x W x 3 arrays, so
+an adapter written against arrays (``for hr in data.source_hr``) keeps working; it just
+decodes what it touches.
+
+Pools are picklable (``DataLoader`` workers receive a copy; each copy has its own cache)
+and their :meth:`ImagePool.manifest` is the content key a fit is cached under: image
+digests in order, never names or paths.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Callable, Iterator
+
+import numpy as np
+
+#: decoded bytes a file-backed pool keeps per process (a 2040 x 1356 float32 image is
+#: 33 MB, so about seven of them): bounded so that a pool of any size fits in memory.
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+def array_digest(a: np.ndarray) -> str:
+    """sha256 of an array's shape, dtype and bytes."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.shape}|{a.dtype}|".encode() + a.tobytes()).hexdigest()
+
+
+class ImagePool(Sequence, abc.ABC):
+    """An ordered pool of training images. Subclasses give ``ids``, ``digest``, ``label``
+    and ``_load``; loading goes through a per-process LRU cache bounded in bytes."""
+
+    #: what the pool is, for labels and messages ("DIV2K-train source", "mixed target")
+    name: str = ""
+
+    def __init__(self, name: str = "", cache_bytes: int = DEFAULT_CACHE_BYTES):
+        self.name = name
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached = 0
+
+    # -- what every pool declares ------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def ids(self) -> tuple[str, ...]:
+        """One id per image, unique within the pool."""
+
+    @abc.abstractmethod
+    def digest(self, i: int) -> str:
+        """Content digest of image ``i`` (sha256 of the file's bytes or of the array)."""
+
+    @abc.abstractmethod
+    def _load(self, i: int) -> np.ndarray:
+        """Decode image ``i`` as float32 H x W x 3 in [0, 1] (uncached)."""
+
+    def label(self, i: int) -> str:
+        """Where image ``i`` comes from, for messages (a file path where there is one)."""
+        return f"{self.name or 'pool'}[{self.ids[i]}]"
+
+    # -- derived ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):  # Sequence protocol: arrays, lazily
+        if isinstance(i, slice):
+            return [self.load(k) for k in range(len(self))[i]]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"pool index {i} out of range (pool of {n})")
+        return self.load(i % n)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self.load(i) for i in range(len(self)))
+
+    def load(self, i: int) -> np.ndarray:
+        """Image ``i`` (float32 H x W x 3 in [0, 1]); treat it as read-only."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            self._cache.move_to_end(i)
+            return hit
+        arr = self._load(i)
+        arr.setflags(write=False)
+        if arr.nbytes <= self.cache_bytes:
+            self._cache[i] = arr
+            self._cached += arr.nbytes
+            while self._cached > self.cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= old.nbytes
+        return arr
+
+    def manifest(self) -> str:
+        """sha256 over the image digests in order: the pool's content key."""
+        h = hashlib.sha256(f"pool|{len(self)}".encode())
+        for i in range(len(self)):
+            h.update(b"\n" + self.digest(i).encode())
+        return h.hexdigest()
+
+    def __getstate__(self) -> dict:
+        # a worker process gets the recipe, not the parent's decoded images
+        state = self.__dict__.copy()
+        state["_cache"], state["_cached"] = OrderedDict(), 0
+        return state
+
+    def __eq__(self, other) -> bool:  # Sequence would compare element-wise (decoding everything)
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {len(self)} images)"
+
+
+class ArrayPool(ImagePool):
+    """Images already in memory (the procedural pools, tests, third-party arrays)."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], ids: Sequence[str] | None = None, name: str = ""):
+        super().__init__(name, cache_bytes=0)
+        self._arrays = tuple(np.asarray(a, np.float32) for a in arrays)
+        self._ids = tuple(ids) if ids is not None else tuple(f"{name or 'image'}-{i}" for i in range(len(arrays)))
+        if len(self._ids) != len(self._arrays):
+            raise ValueError(f"{len(self._ids)} ids for {len(self._arrays)} arrays")
+        self._digests = tuple(array_digest(a) for a in self._arrays)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def digest(self, i: int) -> str:
+        return self._digests[i]
+
+    def _load(self, i: int) -> np.ndarray:
+        return self._arrays[i]
+
+    def load(self, i: int) -> np.ndarray:
+        return self._arrays[i]
+
+
+class FilePool(ImagePool):
+    """Image files on disk, decoded on demand (``bench.data.read_image``)."""
+
+    def __init__(self, paths: Sequence[str], ids: Sequence[str], name: str = "",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(name, cache_bytes)
+        self.paths = tuple(str(p) for p in paths)
+        self._ids = tuple(ids)
+        if len(self._ids) != len(self.paths):
+            raise ValueError(f"{len(self._ids)} ids for {len(self.paths)} files")
+        self._digests: dict[int, str] = {}
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def digest(self, i: int) -> str:
+        if i not in self._digests:
+            from .data import _content_hash
+
+            self._digests[i] = _content_hash(self.paths[i])
+        return self._digests[i]
+
+    def label(self, i: int) -> str:
+        return self.paths[i]
+
+    def _load(self, i: int) -> np.ndarray:
+        from .data import read_image
+
+        return np.ascontiguousarray(read_image(self.paths[i]).pixels, dtype=np.float32)
+
+
+class SubsetPool(ImagePool):
+    """Some images of another pool, in the given order (the two halves of a split)."""
+
+    def __init__(self, base: ImagePool, indices: Sequence[int], name: str = ""):
+        super().__init__(name or base.name, cache_bytes=0)
+        self.base = base
+        self.indices = tuple(int(i) for i in indices)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        ids = self.base.ids
+        return tuple(ids[i] for i in self.indices)
+
+    def digest(self, i: int) -> str:
+        return self.base.digest(self.indices[i])
+
+    def label(self, i: int) -> str:
+        return self.base.label(self.indices[i])
+
+    def _load(self, i: int) -> np.ndarray:
+        return self.base.load(self.indices[i])
+
+    def load(self, i: int) -> np.ndarray:  # the base caches
+        return self.base.load(self.indices[i])
+
+
+class ConcatPool(ImagePool):
+    """Several pools one after another (``--source DIV2K-train,Flickr2K``); ids are
+    prefixed with each part's name where two parts would otherwise share one."""
+
+    def __init__(self, parts: Sequence[ImagePool], name: str = ""):
+        super().__init__(name or "+".join(p.name for p in parts), cache_bytes=0)
+        self.parts = tuple(parts)
+        self._where = tuple((k, i) for k, p in enumerate(self.parts) for i in range(len(p)))
+        flat = [p.ids[i] for p in self.parts for i in range(len(p))]
+        if len(set(flat)) != len(flat):
+            flat = [f"{p.name}/{p.ids[i]}" for p in self.parts for i in range(len(p))]
+        self._ids = tuple(flat)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def digest(self, i: int) -> str:
+        k, j = self._where[i]
+        return self.parts[k].digest(j)
+
+    def label(self, i: int) -> str:
+        k, j = self._where[i]
+        return self.parts[k].label(j)
+
+    def _load(self, i: int) -> np.ndarray:
+        k, j = self._where[i]
+        return self.parts[k].load(j)
+
+    load = _load
+
+
+class DerivedPool(ImagePool):
+    """Another pool's images through a deterministic function (mod-crop, a synthetic
+    degradation). ``key`` names the function and all its parameters: it enters every
+    digest, so a changed degradation is a different pool. ``fn(image, id)`` must be a
+    module-level callable (or a picklable object) so that loader workers can run it."""
+
+    def __init__(self, base: ImagePool, fn: Callable[[np.ndarray, str], np.ndarray], key: str, name: str = "",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(name or base.name, cache_bytes)
+        self.base, self.fn, self.key = base, fn, key
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.base.ids
+
+    def digest(self, i: int) -> str:
+        return hashlib.sha256(f"{self.key}|{self.base.digest(i)}".encode()).hexdigest()
+
+    def label(self, i: int) -> str:
+        return self.base.label(i)
+
+    def _load(self, i: int) -> np.ndarray:
+        out = self.fn(self.base.load(i), self.base.ids[i])
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def as_pool(images, name: str = "", ids: Sequence[str] | None = None) -> ImagePool:
+    """A pool as it is, or arrays wrapped in an :class:`ArrayPool` (the documented path for
+    adapters and tests that build their training data from arrays)."""
+    if isinstance(images, ImagePool):
+        return images
+    return ArrayPool(tuple(images), ids=ids or None, name=name)
