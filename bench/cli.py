@@ -106,9 +106,24 @@ def run_parser() -> argparse.ArgumentParser:
                         "(see --list suites). Default on the embedded data: bicubic, aniso, noise, jpeg and the "
                         "target domain mixed")
     p.add_argument("--suite-file", default=None, help="TOML file declaring extra suites")
-    p.add_argument("--target", default="mixed",
-                   help="target domain that per-domain methods (oracle, unpaired) are fitted to for datasets with "
-                        "given LR [%(default)s]")
+    p.add_argument("--source", default=None, metavar="NAME|NAME=PATH[,...]",
+                   help="clean HR training pool(s), concatenated: a standard training set under --data-root "
+                        "(DIV2K-train, Flickr2K, DF2K, ...; see --list datasets) or NAME=PATH (a folder of images or a "
+                        "BasicSR LMDB). Default: seeded procedural dead-leaves images")
+    p.add_argument("--target", default=None, metavar="SPEC",
+                   help="what per-domain methods (unpaired methods, the oracle) are fitted to: a suite (mixed, "
+                        "aniso:k=5, a --suite-file suite; made from a seeded half of the source pool that the other "
+                        "half never sees), lr:PATH (a folder of unpaired real LR photos) or a standard training set "
+                        "(NTIRE2020-T1, RealSR-V3, ...). Default: a real-world dataset's own train split, else mixed")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="accept a standard training set with fewer images than its spec (a warning names the counts "
+                        "instead of an error; for subsets and test layouts)")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="DataLoader worker processes cutting training patches; the patch sequence is a function of "
+                        "the seed and iteration only, so this never changes a result [%(default)s]")
+    p.add_argument("--subimages", type=int, default=0, metavar="SIDE",
+                   help="train on sub-images of SIDE pixels (stride SIDE/2) cut once from the source pool and cached "
+                        "under OUT/cache by content, as BasicSR's extract_subimages (480 for DIV2K) [off]")
     p.add_argument("--metrics", default="psnr,ssim,lpips,niqe", help="comma list [%(default)s]")
     p.add_argument("--protocol", choices=("paper-y", "rgb"), default="paper-y",
                    help="PSNR/SSIM protocol: paper-y = Y of BT.601, crop = scale (RCAN/EDSR/DASR tables); "
@@ -129,7 +144,99 @@ def run_parser() -> argparse.ArgumentParser:
                    help="torch threads per process, here and in every cluster task [torch's default here]")
     p.add_argument("--list", choices=("methods", "suites", "datasets", "metrics"), default=None,
                    help="list what is available and exit")
+    p.add_argument("--config", default=None, metavar="RUN.toml",
+                   help="read the run from a TOML file: the same keys as the flags (methods = \"fssr,pdm\" or a "
+                        "list, data_root = ...); flags given as well override it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved run as TOML (a --config file) and exit")
     return p
+
+
+#: flags that are not part of a run file (they act, or say where the run file is)
+_NOT_IN_CONFIG = {"config", "print_config", "list", "debug"}
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Flags over a ``--config`` TOML file over the defaults: the file's keys become the
+    parser's defaults, so a flag given on the command line always wins."""
+    import tomllib
+
+    first = parser.parse_args(argv)
+    if not first.config:
+        return first
+    path = Path(first.config).expanduser()
+    if not path.is_file():
+        raise BenchError(f"--config {first.config}: no such file; give the path of a run TOML file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"--config {path} is not valid TOML ({exc}); fix the file") from None
+    dests = {a.dest: a for a in parser._actions if a.dest not in _NOT_IN_CONFIG and a.dest != "help"}
+    defaults = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        if dest not in dests:
+            from .adapter import unknown_name
+
+            raise BenchError(unknown_name(f"key in {path}", key, sorted(dests)) + "; the keys are the flags' names")
+        defaults[dest] = _config_value(dests[dest], value, key, path)
+    parser.set_defaults(**defaults)
+    ns = parser.parse_args(argv)
+    ns.config_file = str(path.resolve())
+    return ns
+
+
+def _config_value(action: argparse.Action, value, key: str, path: Path):
+    """A TOML value as the flag would have given it (lists become comma lists)."""
+    if isinstance(action, argparse._AppendAction):
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise BenchError(f"{path}: {key} takes true or false, got {value!r}")
+        return value
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if action.type is not None and not isinstance(value, bool):
+        try:
+            return action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise BenchError(f"{path}: {key} = {value!r}: {exc}") from None
+    if action.choices and value not in action.choices:
+        raise BenchError(f"{path}: {key} = {value!r}; choose one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def config_toml(spec) -> str:
+    """The resolved run as a ``--config`` file (keys as the flags' names)."""
+    flags = {"checkpoints": "checkpoint", "adapters": "adapter", "timing": None}
+    dests = {a.dest for a in run_parser()._actions}
+    lines = ["# UnpairedSR-Bench run file: python run_bench.py --config THIS_FILE"]
+    for k, v in spec.to_dict().items():
+        name = flags.get(k, k)
+        if k != "timing" and name not in dests:  # set by other commands or by tests, not by a run's flags
+            continue
+        if name is None or v is None or v == () or v == []:
+            if k == "timing" and v is False:
+                lines.append("no_timing = true")
+            continue
+        if k in ("checkpoints", "init"):
+            v = [f"{a}={b}" for a, b in v]
+        elif k in ("methods", "metrics", "scales", "recompute") and isinstance(v, (list, tuple)):
+            v = ",".join(map(str, v)) if k != "recompute" else list(v)
+        lines.append(f"{name} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
 
 
 def do_list(what: str) -> int:
@@ -175,13 +282,15 @@ def spec_from_args(a: argparse.Namespace, **over):
         jobs=getattr(a, "jobs", 2), seed=a.seed, checkpoints=_pairs(a.checkpoint, "--checkpoint"),
         init=_pairs(a.init, "--init"),
         adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
-        tile=getattr(a, "tile", None), target=getattr(a, "target", "mixed"),
+        tile=getattr(a, "tile", None), target=getattr(a, "target", None), source=getattr(a, "source", None),
+        allow_partial=getattr(a, "allow_partial", False), loader_workers=getattr(a, "loader_workers", 0),
+        subimages=getattr(a, "subimages", 0),
         suite_file=getattr(a, "suite_file", None), recompute=tuple(getattr(a, "recompute", ())), **over,
     )
 
 
 def cmd_run(argv: list[str]) -> int:
-    a = run_parser().parse_args(argv)
+    a = parse_with_config(run_parser(), argv)
     if a.list:
         return do_list(a.list)
     from .metrics import METRICS
@@ -194,6 +303,9 @@ def cmd_run(argv: list[str]) -> int:
 
             raise BenchError(unknown_name("metric", m, METRICS))
     spec = spec_from_args(a)
+    if a.print_config:
+        print(config_toml(spec), end="")
+        return 0
     t0 = time.perf_counter()
     if a.threads is not None:
         if a.threads < 1:
@@ -208,6 +320,8 @@ def cmd_run(argv: list[str]) -> int:
         runner = ClusterRunner(spec, cluster_spec(a.cluster, a.cache, spec.out, a.threads), log=log)
     else:
         runner = Runner(spec, log=log, cache=a.cache)
+    if getattr(a, "config_file", None):
+        runner.config_file = a.config_file  # its text goes into the run's provenance
     code = runner.run()
     paths = write_all(runner.store, spec.out, runner.planned or None)
     runner.store.close()

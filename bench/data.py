@@ -16,13 +16,13 @@ import warnings
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Collection, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import tomllib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bench.adapter import BenchError, BenchWarning, TrainingData, unknown_name
+from bench.adapter import BenchError, BenchWarning, unknown_name
 
 #: The dataset specs ship inside the package (a wheel carries package data, not a top-level
 #: folder); they cannot be a top-level ``datasets`` package: pyiqa imports the PyPI one.
@@ -830,62 +830,3 @@ def training_pool(n: int, size: int, seed: int, kind: str = "source") -> list[tu
         rng = np.random.default_rng(np.random.SeedSequence([seed, _POOL_KINDS[kind], i]))
         out.append((f"deadleaves-{kind}-{seed}-{i}", dead_leaves(size, rng)))
     return out
-
-
-def check_disjoint(**roles: Collection[str]) -> None:
-    """Raise when any image id appears in two roles (e.g. source=..., target=..., test=...)."""
-    names = list(roles)
-    for a_i, a in enumerate(names):
-        seen_a = set(roles[a])
-        for b in names[a_i + 1:]:
-            both = seen_a.intersection(roles[b])
-            if both:
-                ex = sorted(both)[0]
-                raise DataError(
-                    f"image {ex!r} appears as both {a} and {b} ({len(both)} shared); "
-                    "training and test pools must be disjoint: use different seeds or images"
-                )
-
-
-def _array_digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes() + str(a.shape).encode()).hexdigest()
-
-
-def make_training_data(scale: int, *, suite=None, seed: int = 0, n_source: int, n_target: int, size: int,
-                       test_ids: Collection[str], with_degradation: bool = False) -> TrainingData:
-    """Unpaired training data: clean HR from the "source" pool and, given a suite,
-    target-domain LR made from the disjoint "target" pool. Never a test image; only the
-    oracle (``with_degradation``) also receives the suite itself."""
-    if size < scale:
-        raise DataError(f"training patch size {size} is smaller than the scale x{scale}; use a larger size")
-    source = [(i, mod_crop(Picture(a, False, 8, i), scale).pixels) for i, a in training_pool(n_source, size, seed, "source")]
-    target_ids: list[str] = []
-    target_lr: list[np.ndarray] = []
-    target_hr_digests: set[str] = set()
-    if suite is not None and n_target > 0:
-        from bench.degrade import (
-            synthesize,  # written alongside; imported only when needed
-        )
-
-        for i, hr in training_pool(n_target, size, seed, "target"):
-            hr = mod_crop(Picture(hr, False, 8, i), scale).pixels
-            lr, _meta = synthesize(suite, hr, scale, i, seed)
-            target_ids.append(i)
-            target_lr.append(np.asarray(lr, np.float32) / 255.0 if np.asarray(lr).dtype == np.uint8 else np.asarray(lr, np.float32))
-            target_hr_digests.add(_array_digest(hr))
-    source_ids = [i for i, _ in source]
-    check_disjoint(source=source_ids, target=target_ids, test=test_ids)
-    shared = target_hr_digests.intersection(_array_digest(a) for _, a in source)
-    if shared:
-        raise DataError("a source HR image has the same pixels as a target HR image; use a different seed")
-    domain = getattr(suite, "name", None) or (str(suite) if suite is not None else "")
-    return TrainingData(
-        scale=scale,
-        source_hr=tuple(a for _, a in source),
-        target_lr=tuple(target_lr),
-        degradation=suite if (with_degradation and suite is not None) else None,
-        domain=domain,
-        source_ids=tuple(source_ids),
-        target_ids=tuple(target_ids),
-        seed=seed,
-    )

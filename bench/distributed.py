@@ -139,7 +139,7 @@ class WorkerState:
         self.runner = Runner(spec, log=self.lines.append, store=RecordingStore(), cache=cache)
         datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
         self.by_name = {ds.name: ds for ds in datasets}
-        self.runner.test_ids = frozenset(i.id for ds in datasets for i in ds.items)
+        self.runner.prepare(datasets)
         self.metrics = {(m, s): create_metric(m, protocol=spec.protocol, scale=s, weights_dir=spec.weights_dir,
                                               device=self.runner.device) for m in spec.metrics for s in spec.scales}
         prov = provenance(spec, self.runner.device)

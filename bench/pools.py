@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -235,12 +237,17 @@ class DerivedPool(ImagePool):
     """Another pool's images through a deterministic function (mod-crop, a synthetic
     degradation). ``key`` names the function and all its parameters: it enters every
     digest, so a changed degradation is a different pool. ``fn(image, id)`` must be a
-    module-level callable (or a picklable object) so that loader workers can run it."""
+    module-level callable (or a picklable object) so that loader workers can run it.
+
+    ``store``: a folder where each derived image is written once under its digest (an
+    expensive function, e.g. a synthetic degradation of a 2K image, is then run once per
+    image, not once per sampled patch)."""
 
     def __init__(self, base: ImagePool, fn: Callable[[np.ndarray, str], np.ndarray], key: str, name: str = "",
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, store: str | os.PathLike | None = None):
         super().__init__(name or base.name, cache_bytes)
         self.base, self.fn, self.key = base, fn, key
+        self.store = Path(store) if store is not None else None
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -253,8 +260,16 @@ class DerivedPool(ImagePool):
         return self.base.label(i)
 
     def _load(self, i: int) -> np.ndarray:
-        out = self.fn(self.base.load(i), self.base.ids[i])
-        return np.ascontiguousarray(out, dtype=np.float32)
+        path = self.store / f"{self.digest(i)}.npy" if self.store is not None else None
+        if path is not None and path.is_file():
+            return np.load(path)
+        out = np.ascontiguousarray(self.fn(self.base.load(i), self.base.ids[i]), dtype=np.float32)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+            np.save(tmp, out)
+            os.replace(tmp, path)  # atomic: a kill leaves the whole file or none
+        return out
 
 
 def as_pool(images, name: str = "", ids: Sequence[str] | None = None) -> ImagePool:

@@ -47,10 +47,12 @@ def provenance_lines(runs: Sequence[Mapping]) -> list[str]:
                       disable_numparse=True), ""]
     body = []
     datasets: dict[str, dict] = {}
+    training: dict[tuple, dict] = {}
     for r in runs:
         spec = json.loads(r["spec_json"] or "{}")
         p = json.loads(r["provenance_json"] or "{}")
         datasets.update(p.get("datasets") or {})
+        training.update({(t["role"], t["manifest"]): t for t in p.get("training") or ()})
         body.append((r["run_id"], r["spec_hash"], ",".join(spec.get("methods", [])), spec.get("profile"),
                      ",".join(f"x{s}" for s in spec.get("scales", [])), spec.get("protocol"), r["status"]))
     lines += ["Runs (one per scale, profile and kind of dataset; the spec of each is stored in `results.sqlite`):", "",
@@ -62,7 +64,20 @@ def provenance_lines(runs: Sequence[Mapping]) -> list[str]:
              for n, d in sorted(datasets.items())],
             headers=["dataset", "layout", "images", "root", "manifest sha256"], tablefmt="github",
             disable_numparse=True), ""]
+    if training:
+        lines += ["Training sets (what the learned methods were fitted to; never a test image):", "", tabulate(
+            [(t["role"], t["name"], f"{t['count']:,}", t.get("licence") or "", t["manifest"][:16])
+             for t in sorted(training.values(), key=lambda t: (t["role"], t["name"]))],
+            headers=["role", "pool", "images", "licence", "manifest sha256"], tablefmt="github",
+            disable_numparse=True), ""]
     return lines
+
+
+def training_text(meta: Mapping) -> str:
+    """", fitted to …" for a fit's footnote: the pools it saw, with counts and manifests."""
+    t = (meta.get("info") or {}).get("training") or {}
+    parts = [f"{role} {desc}" for role, desc in t.items()]
+    return ("; fitted to " + "; ".join(parts)) if parts else ""
 
 
 def model_lines(variants: Mapping[str, Mapping], used: set[str]) -> list[str]:
@@ -77,6 +92,7 @@ def model_lines(variants: Mapping[str, Mapping], used: set[str]) -> list[str]:
         else:
             wall = f", fit {meta['wall_s']:.0f}s" if meta.get("wall_s") else ""
             dom = f", target domain `{meta['domain']}`" if meta.get("domain") else ""
+            dom += training_text(meta)
             extra = "; ".join(n for n in (meta.get("info") or {}).get("notes", []) if n)
             out.append(f"- `{meta['method']}` x{meta['scale']} ({v}): trained here, profile {meta['profile']}, budget "
                        f"{meta['budget']}{wall}{dom}, weights sha256 `{meta['sha256'][:16]}…`"

@@ -48,6 +48,7 @@ from .adapter import (
     unknown_name,
 )
 from .store import CellKey, Store, StoreError, matches
+from .fitdata import NO_TARGET, NotFitted, TrainingPlan, domain_label, is_real, target_domain
 from .train import TRAIN_CODE_VERSION
 
 #: Suites run on the embedded default (issue 3): methods fitted per scale or not at all
@@ -58,8 +59,6 @@ GIVEN = "given"  # the dataset's own LR images (real-world and LR-only sets)
 #: layouts scored on their own LR files (real captures, or kernels we cannot resynthesise)
 GIVEN_LAYOUTS = ("realsr-v3", "drealsr", "ntire2020", "div2krk")
 
-#: training pool per profile: (source HR images, target LR images, HR side)
-POOLS = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
 LR_CACHE_VERSION = "2"  # 2: keyed by the suite's fingerprint (its steps), not its name
 CLAIM_POLL_S = 2.0  # how often a run re-reads cells another run is computing
 
@@ -83,7 +82,14 @@ class RunSpec:
     weights_dir: str | None = None
     timing: bool = True
     tile: int | None = None
-    target: str = DEFAULT_TARGET
+    #: what per-domain methods are fitted to: a suite, lr:PATH or a standard training set;
+    #: None: a real-world dataset's own train split, else the synthetic DEFAULT_TARGET
+    target: str | None = None
+    #: clean HR pool(s), NAME|NAME=PATH[,...]; None: the procedural dead-leaves pool
+    source: str | None = None
+    allow_partial: bool = False  # standard training sets with fewer images than their spec: warn, not refuse
+    loader_workers: int = 0  # DataLoader workers for patch sampling (never changes a patch)
+    subimages: int = 0  # > 0: train on pre-cropped sub-images of this side (BasicSR extract_subimages)
     suite_file: str | None = None
     save_sr: bool = False  # also write SR PNGs under out/sr/ (figures read them)
     init: tuple[tuple[str, str], ...] = ()  # (method, file): pretrained starting points
@@ -98,6 +104,7 @@ class RunSpec:
         d = self.to_dict()
         d.pop("jobs")  # how many workers does not change any number
         d.pop("recompute")  # nor does forcing a recomputation
+        d.pop("loader_workers")  # nor how many processes cut the (seeded, per-iteration) patches
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -192,7 +199,7 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
 
     cells = []
     extra = Path(spec.suite_file) if spec.suite_file else None
-    target = get_suite(spec.target, extra).name if spec.target else DEFAULT_TARGET
+    target = target_domain(spec.target, lambda n: get_suite(n, extra))
     for scale in scales:
         explicit = [s.name for s in parse_suites(spec.suites, scale, extra)] if spec.suites else None
         default = [s.name for fam in DEFAULT_SUITES for s in parse_suites(fam, scale)]
@@ -203,12 +210,32 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
             per_domain = info.fit_per == "domain"
             for ds in datasets:
                 if not ds.has_hr or ds.layout in GIVEN_LAYOUTS:
-                    cells.append(Cell(name, ds.name, GIVEN, scale, target if per_domain else ""))
+                    cells.append(Cell(name, ds.name, GIVEN, scale, given_domain(ds, target) if per_domain else ""))
                     continue
-                suites = explicit or ([target] if per_domain else default)
+                if per_domain and target is not None and is_real(target):
+                    # fitted to real LR; scored on the synthetic suites asked for (or all of them)
+                    cells += [Cell(name, ds.name, s, scale, target) for s in explicit or default]
+                    continue
+                suites = explicit or ([target or DEFAULT_TARGET] if per_domain else default)
                 for s in suites:
                     cells.append(Cell(name, ds.name, s, scale, s if per_domain else ""))
     return cells
+
+
+def given_domain(ds, target: str | None) -> str:
+    """What per-domain methods are fitted to for a dataset scored on its own LR: ``--target``;
+    else the dataset's own training split (RealSR-V3, DRealSR, NTIRE 2020, AIM 2019); else,
+    for the embedded photos, the synthetic default; else nothing (cells marked not fitted)."""
+    if target is not None:
+        return target
+    from .training_sets import matching_training_set
+
+    name = matching_training_set(ds)
+    if name:
+        return f"train:{name}"
+    if ds.name == "embedded-real":
+        return DEFAULT_TARGET
+    return NO_TARGET
 
 
 class Runner:
@@ -225,11 +252,13 @@ class Runner:
         self.run_id = time.strftime("%Y%m%d-%H%M%S-") + spec.hash()[:8] + "-" + uuid.uuid4().hex[:6]
         self.checkpoints = dict(spec.checkpoints)
         self.failures: list[str] = []
+        self.not_fitted: list[str] = []
+        self.config_file: str | None = None  # the --config file, when the run came from one
         self._models: dict[tuple[str, int, str], Model] = {}
         self._variants: dict[tuple[str, int, str], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
         self._digests: dict[str, str] = {}
-        self._pools: dict[tuple, TrainingData] = {}
+        self.plan: TrainingPlan | None = None
         #: ids of every test image in play; no training pool may contain one
         self.test_ids: frozenset[str] = frozenset()
         #: the content keys of the cells this run planned (tables render these)
@@ -269,21 +298,26 @@ class Runner:
         return get_suite(name, Path(self.spec.suite_file) if self.spec.suite_file else None)
 
     # -- model acquisition ----------------------------------------------
-    def training_data(self, cls, scale: int, domain: str, test_ids: frozenset[str]) -> TrainingData:
-        """The pools a method learns from; built once per kind of need and reused (the
-        procedural pools take seconds to draw, and every fingerprint needs them)."""
-        from .data import make_training_data
+    def prepare(self, datasets) -> None:
+        """Know the run's test data: its image ids, and the training plan (pools are built lazily)."""
+        from .training_sets import matching_training_set
 
-        n_src, n_tgt, size = POOLS[self.spec.profile]
-        per_domain = cls.info.fit_per == "domain"
-        key = (scale, domain if per_domain else "", cls.info.needs_target_lr, cls.info.upper_bound)
-        if key not in self._pools:
-            self._pools[key] = make_training_data(
-                scale, suite=self.suite(domain) if per_domain else None, seed=self.spec.seed,
-                n_source=n_src, n_target=n_tgt if cls.info.needs_target_lr else 0, size=size, test_ids=test_ids,
-                with_degradation=cls.info.upper_bound,
-            )
-        return self._pools[key]
+        self.test_ids = frozenset(i.id for ds in datasets for i in ds.items)
+        roots = {}
+        for ds in datasets:
+            name = matching_training_set(ds)
+            if name and ds.root:
+                roots[name] = ds.root
+        spec = self.spec
+        self.plan = TrainingPlan(source=spec.source, profile=spec.profile, seed=spec.seed, data_root=spec.data_root,
+                                 allow_partial=spec.allow_partial, suite_lookup=self.suite, roots=roots,
+                                 subimages=spec.subimages, cache_dir=self.cache / "subimages")
+
+    def training_data(self, cls, scale: int, domain: str, test_ids: frozenset[str]) -> TrainingData:
+        """The pools a method learns from (see bench/fitdata.py for who gets which images)."""
+        if self.plan is None:
+            self.prepare([])
+        return self.plan.data_for(cls.info, scale, domain)
 
     def variant_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str]) -> tuple[str, dict]:
         """The model's fingerprint, computed without training or loading it."""
@@ -306,7 +340,8 @@ class Runner:
                 *self.fit_files(cls, name),
             ]).encode()).hexdigest()
             v = (f"{self.spec.profile}:fit-{key[:8]}",
-                 {"source": "fit", "fit_key": key, "data": data, "budget": budget})
+                 {"source": "fit", "fit_key": key, "data": data, "budget": budget,
+                  "training": self.plan.describe(data)})
         self._variants[k] = v
         return v
 
@@ -352,7 +387,7 @@ class Runner:
         cls = resolve_variant(name)[0]
         variant, meta = self.variant_for(name, scale, domain, test_ids)
         method = self.build(name, scale)
-        model = Model(method, variant, meta["source"], domain)
+        model = Model(method, variant, meta["source"], domain_label(domain) if domain else "")
         if meta["source"] == "checkpoint":
             self.load_release(method, name, scale, self.checkpoints[name])
             model.sha256 = meta["sha256"]
@@ -363,16 +398,13 @@ class Runner:
                                model.sha256, model.wall_s, {"notes": model.notes, "gaps": list(cls.info.gaps),
                                                             "title": cls.info.title, "family": cls.info.family,
                                                             "upper_bound": cls.info.upper_bound,
-                                                            "code": method_fingerprint(cls)})
+                                                            "code": method_fingerprint(cls),
+                                                            "training": meta.get("training", {})})
         self._models[k] = model
         return model
 
     def _fit_cached(self, model: Model, meta: dict) -> None:
         folder = self.fit_folder(meta)
-        data: TrainingData = meta["data"]
-        leaked = data.ids & self.test_ids
-        if leaked:  # make_training_data already refuses this; the runner checks again before any fit
-            raise BenchError(f"training data for {model.method.info.name} contains test images {sorted(leaked)[:3]}")
         with fit_lock(folder, self.log):
             self._fit_or_load(model, meta, folder)
 
@@ -495,12 +527,14 @@ class Runner:
         spec = self.spec
         names = method_names(spec)
         datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
-        self.test_ids = frozenset(i.id for ds in datasets for i in ds.items)
+        self.prepare(datasets)
         cells = plan_cells(spec, names, datasets, spec.scales)
         self.check_before_work(names, datasets, cells)
         prov = provenance(spec, self.device)
         prov["datasets"] = {ds.name: {"layout": ds.layout, "root": ds.root, "n_images": len(ds.items),
                                       "manifest": ds.manifest_hash()} for ds in datasets}
+        if self.config_file:  # the run file as written, beside the resolved spec
+            prov["config"] = {"path": self.config_file, "text": Path(self.config_file).read_text()}
         self.store.begin_run(self.run_id, spec.to_dict(), spec.hash(), prov)
         # one metric object per scale: the crop border is the scale (DESIGN.md 4)
         metrics = {(m, s): create_metric(m, protocol=spec.protocol, scale=s, weights_dir=spec.weights_dir,
@@ -515,6 +549,12 @@ class Runner:
             ds = by_name[c.dataset]
             try:
                 variant, _ = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+            except NotFitted as exc:  # nothing to fit this method to here: marked, not failed
+                key = self.cell_key(c.method, "not-fitted", ds, c.suite, c.scale)
+                self.store.mark_not_fitted(key, self.run_id, str(exc))
+                self.planned.append(key)
+                self.not_fitted.append(f"{c.method} on {c.dataset} x{c.scale}: {exc}")
+                continue
             except BenchError as exc:
                 self._fail(self.cell_key(c.method, "?", ds, c.suite, c.scale), str(exc))
                 continue
@@ -526,8 +566,12 @@ class Runner:
             missing = wanted if forced else [m for m in wanted if m not in self.store.done_metrics(key, versions)]
             if missing:
                 todo.append((c, key, missing))
-        self.log(f"{len(cells)} cells planned, {len(cells) - len(todo)} already in {self.store.path}, "
-                 f"{len(todo)} to compute (device {self.device}, profile {spec.profile})")
+        self.log(f"{len(cells)} cells planned, {len(cells) - len(todo) - len(self.not_fitted)} already in "
+                 f"{self.store.path}, {len(todo)} to compute (device {self.device}, profile {spec.profile})")
+        for line in self.not_fitted:
+            self.log(f"  {line}")
+        self.audit(datasets, todo)
+        self.store.add_provenance(self.run_id, {"training": [dataclasses.asdict(p) for p in self.plan.pools.values()]})
         try:
             self._compute(todo, by_name, metrics)
         finally:
@@ -537,6 +581,26 @@ class Runner:
         status = "failed" if self.failures else "done"
         self.store.end_run(self.run_id, status)
         return 1 if self.failures else 0
+
+    def audit(self, datasets, todo: list) -> None:
+        """Every training pool a fit of this run will read, compared by content with every test
+        image and with each other before any fit (bench/audit.py); a hit stops the run."""
+        from .audit import audit_pools
+
+        if not any(resolve_variant(c.method)[0].info.learned and c.method not in self.checkpoints
+                   for c, _, _ in todo):
+            return
+        pools: dict[str, object] = {}
+        for data in self.plan.built():
+            for role, pool in (("source", data.source_hr), ("target", data.target_lr),
+                               *((("pairs-hr", data.pairs[0]), ("pairs-lr", data.pairs[1])) if data.pairs else ())):
+                if len(pool) and all(pool is not p for p in pools.values()):
+                    pools[f"{role} {pool.name}".strip()] = pool
+        if not pools:
+            return
+        report = audit_pools(pools, datasets, self.spec.scales, cache_dir=self.cache / "audit",
+                             cross=self.plan.cross_roles(pools))
+        self.log(f"leakage audit: {report.summary()}")
 
     def _compute(self, todo: list, by_name: dict, metrics: dict) -> None:
         """Every cell of ``todo`` once: a cell another live process has claimed is left to it,

@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS kernels (
 
 #: a claim by a process on another host (whose liveness cannot be checked) expires after this
 CLAIM_STALE_S = 12 * 3600.0
+#: status of a cell a per-domain method has nothing to be fitted to (see Store.mark_not_fitted)
+NOT_FITTED = "not-fitted"
 
 #: the columns a table row is labelled by; several cells (content keys) can share them
 DISPLAY = ("method", "variant", "dataset", "suite", "scale", "protocol")
@@ -269,6 +271,16 @@ class Store:
         with self.transaction() as db:
             self._put_cell(db, key, "failed", error, 0, 0.0, run_id, {})
             db.execute("DELETE FROM claims WHERE cell_id=?", (key.cell_id,))
+
+    def mark_not_fitted(self, key: CellKey, run_id: str, reason: str) -> None:
+        """A per-domain method's cell that has nothing to be fitted to (no target-domain LR):
+        recorded with its reason for the tables, and never counted as a failure."""
+        with self.transaction() as db:
+            self._put_cell(db, key, NOT_FITTED, reason, 0, 0.0, run_id, {})
+
+    def not_fitted(self, run: str | None = None) -> list[dict]:
+        """The not-fitted cells (of one run, or all), with their reason."""
+        return [c for c in self.cells() if c["status"] == NOT_FITTED and (run is None or c["run_id"] == run)]
 
     # -- claims: one process computes a cell at a time ------------------------
     def claim(self, key: CellKey, run_id: str, need: Mapping[str, str], *, force: bool = False) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .metrics import METRICS
+from .report import training_text
 from .store import CellKey, Store
 
 SUMMARY_COLUMNS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric", "value", "n_images"]
@@ -50,6 +51,8 @@ class Views:
     suite_order: tuple[str, ...] = ()
     metric_order: tuple[str, ...] = ()
     dataset_order: tuple[str, ...] = ()
+    #: cells marked not fitted (no target-domain LR), with their reason
+    not_fitted: tuple[dict, ...] = ()
 
 
 def _run_specs(runs: Sequence[dict]) -> list[dict]:
@@ -159,7 +162,11 @@ def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | N
         summary["n_images"] = g["image"].nunique()
         summary = summary.reset_index()[SUMMARY_COLUMNS]
     runs = store.runs()
-    return Views(summary, store.variants(), store.metric_notes(), runs, rendered, *orders(summary, runs, cells))
+    planned = {c.cell_id for c in cells} if cells is not None else None
+    marked = {(c["method"], c["dataset"], c["scale"]): c for c in sorted(store.not_fitted(run), key=lambda c: c["finished"])
+              if planned is None or c["cell_id"] in planned}
+    return Views(summary, store.variants(), store.metric_notes(), runs, rendered, *orders(summary, runs, cells),
+                 not_fitted=tuple(marked.values()))
 
 
 def rendered_line(views: Views) -> str:
@@ -224,7 +231,7 @@ def _footnotes(views: Views) -> list[str]:
         if meta["source"] == "fit":
             line = (f"`{meta['method']}` x{meta['scale']} ({v}): trained here, profile {meta['profile']}, "
                     f"budget {meta['budget']}" + (f", {meta['wall_s']:.0f}s" if meta["wall_s"] else "")
-                    + (f", target domain `{meta['domain']}`" if meta["domain"] else ""))
+                    + (f", target domain `{meta['domain']}`" if meta["domain"] else "") + training_text(meta))
         else:
             line = f"`{meta['method']}` x{meta['scale']} ({v}): checkpoint sha256 {meta['sha256']}"
         extra = [n for n in meta["info"].get("notes", []) if n]
@@ -235,8 +242,11 @@ def _footnotes(views: Views) -> list[str]:
         if m in set(views.summary["metric"]):
             notes.append(f"{metric_label(m)} n/a: {reason}")
     if "given" in set(views.summary["suite"]):
-        notes.append("suite `given`: the dataset's own LR images; methods fitted per domain use their fit to the run's "
-                     "target domain (`--target`), since test images never enter training.")
+        notes.append("suite `given`: the dataset's own LR images; methods fitted per domain use their fit to the "
+                     "dataset's own training split where it has one, else to `--target` (the embedded photos: the "
+                     "synthetic `mixed` domain), since test images never enter training.")
+    for c in views.not_fitted:
+        notes.append(f"`{c['method']}` on {c['dataset']} x{c['scale']}: {c['error']}.")
     shown = set(views.summary["method"])
     for m in sorted(upper_bounds(views) & shown):
         notes.append(f"`{m}` is an upper bound (it is told what the other methods are not, e.g. the true "

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -316,44 +314,3 @@ def test_training_pools_deterministic_and_disjoint():
     assert not np.array_equal(a[0][1], D.training_pool(1, 32, seed=6)[0][1])
     # not flat: many leaves, antialiased edges (intermediate values)
     assert a[0][1].std() > 0.1 and len(np.unique(a[0][1][..., 0])) > 50
-
-
-def test_make_training_data_unpaired_and_leak_checks(monkeypatch):
-    calls = []
-
-    def fake_synthesize(suite, hr, scale, image_id, seed):
-        calls.append(image_id)
-        h, w = hr.shape[0] // scale, hr.shape[1] // scale
-        lr = hr[: h * scale, : w * scale].reshape(h, scale, w, scale, 3).mean(axis=(1, 3))
-        return D.to_uint8(lr), {"suite": suite}
-
-    monkeypatch.setitem(sys.modules, "bench.degrade", types.SimpleNamespace(synthesize=fake_synthesize))
-    td = D.make_training_data(4, suite="dasr-iso-1.2", seed=1, n_source=2, n_target=3, size=30, test_ids={"astronaut"})
-    assert td.source_ids == ("deadleaves-source-1-0", "deadleaves-source-1-1")
-    assert td.target_ids == tuple(calls) == tuple(f"deadleaves-target-1-{i}" for i in range(3))
-    assert all(x.shape == (28, 28, 3) for x in td.source_hr)  # mod-cropped to x4
-    assert all(x.shape == (7, 7, 3) and x.dtype == np.float32 and x.max() <= 1 for x in td.target_lr)
-    assert td.degradation is None and td.domain == "dasr-iso-1.2"
-    oracle = D.make_training_data(4, suite="dasr-iso-1.2", seed=1, n_source=1, n_target=1, size=32,
-                                  test_ids=(), with_degradation=True)
-    assert oracle.degradation == "dasr-iso-1.2"
-    plain = D.make_training_data(4, seed=1, n_source=1, n_target=5, size=32, test_ids=())
-    assert plain.target_lr == () and plain.target_ids == ()
-
-    msg = _one_line_error(D.make_training_data, 4, suite="s", seed=1, n_source=2, n_target=1, size=32,
-                          test_ids={"deadleaves-source-1-1"})
-    assert "deadleaves-source-1-1" in msg and "test" in msg
-    msg = _one_line_error(D.check_disjoint, source=["a", "b"], target=["c"], test=["c"])
-    assert "'c'" in msg and "target" in msg and "test" in msg
-    D.check_disjoint(source=["a"], target=["b"], test=["c"])
-
-
-def test_make_training_data_with_the_real_degradation():
-    degrade = pytest.importorskip("bench.degrade")
-    suite = degrade.parse_suites("dasr-iso", 4)[-1]  # the widest blur of the family
-    a = D.make_training_data(4, suite=suite, seed=3, n_source=1, n_target=2, size=40, test_ids=["astronaut"])
-    b = D.make_training_data(4, suite=suite, seed=3, n_source=1, n_target=2, size=40, test_ids=["astronaut"])
-    assert a.fingerprint() == b.fingerprint() and a.domain == suite.name
-    assert [x.shape for x in a.target_lr] == [(10, 10, 3), (10, 10, 3)]
-    # 8-bit levels, as the suite writes them
-    assert all(np.allclose(x * 255, np.round(x * 255), atol=1e-4) for x in a.target_lr)

@@ -159,7 +159,7 @@ def test_paper_fit_without_vgg_is_refused_before_any_pool(tmp_path, capsys, monk
     def boom(*a, **k):
         raise AssertionError("a training pool was built before the VGG19 check")
 
-    monkeypatch.setattr(bench.data, "make_training_data", boom)
+    monkeypatch.setattr(bench.data, "training_pool", boom)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no hub cache to find the file in
     data = _images(tmp_path / "d")
     code = main(["--methods", "fssr", "--profile", "paper", "--datasets", f"d={data}", "--suites", "bicubic",

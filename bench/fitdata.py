@@ -1,0 +1,283 @@
+"""What each fit learns from: the run's source pool, its target domains, and who gets what.
+
+Roles (DESIGN's vocabulary): **source** = clean HR images the SR network learns to
+produce; **target** = LR images of the domain to super-resolve, never paired with any
+HR; **pairs** = aligned real HR/LR train pairs, for the paired upper bound only.
+
+A *domain* is what a per-domain method (unpaired methods, the oracle) is fitted to, as
+one string in every cell and fit key:
+
+- a suite name (``mixed``, ``aniso:k=5``, a TOML suite): a synthetic domain. With a
+  named source pool, a seeded half of it (half B) is degraded by the suite into the
+  target LR and the other half (half A) is the source of every per-domain method, so
+  no clean image of the target's scenes is ever on the source side. The procedural
+  default keeps its two independent dead-leaves streams as the two halves.
+- ``lr:PATH``: a folder of unpaired real LR images (``--target lr:PATH``).
+- ``train:NAME``: a standard training set's target role (``NTIRE2020-T1``), with its
+  train pairs where the set has them (RealSR-V3, DRealSR).
+- :data:`NO_TARGET`: a dataset with its own LR and no known training split: the
+  per-domain methods' cells are marked not fitted instead of being fitted to an
+  unrelated synthetic domain.
+
+Who gets which images: methods fitted per scale (baselines, blind-synthetic methods)
+get the whole source pool and no target; unpaired methods get the source (half A for a
+synthetic domain) and the target LR; the oracle gets the whole source pool with the
+true degradation on a synthetic domain, or the real train pairs on a real one (and no
+row where a real domain has no pairs).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .adapter import BenchError, MethodInfo, TrainingData
+from .pools import ArrayPool, DerivedPool, ImagePool, SubsetPool
+
+NO_TARGET = "none"
+#: source pool when none is named: seeded dead-leaves images, per profile
+#: (source images, target-half images, HR side)
+PROCEDURAL = {"smoke": (4, 4, 64), "quick": (32, 32, 192), "paper": (800, 800, 480)}
+PROCEDURAL_NAME = "deadleaves"
+REAL_PREFIXES = ("lr:", "train:")
+
+
+class NotFitted(BenchError):
+    """A per-domain method has nothing to be fitted to for this cell (not a failure)."""
+
+
+def is_real(domain: str) -> bool:
+    return domain.startswith(REAL_PREFIXES)
+
+
+def target_domain(text: str | None, suite_lookup: Callable[[str], object]) -> str | None:
+    """``--target`` as a domain string: ``lr:ABSPATH``, ``train:NAME`` or a suite's canonical name."""
+    if not text or not text.strip():
+        return None
+    text = text.strip()
+    if text.startswith("lr:"):
+        path = Path(text[3:]).expanduser()
+        if not path.is_dir():
+            raise BenchError(f"--target {text}: {path} is not a folder; give a folder of unpaired LR images")
+        return "lr:" + str(path.resolve())
+    from .training_sets import find_training_spec
+
+    spec = find_training_spec(text)
+    if spec is not None:
+        return f"train:{spec.name}"
+    try:
+        return suite_lookup(text).name
+    except BenchError as exc:
+        raise BenchError(f"--target {text!r} is neither lr:PATH, a standard training set (see --list datasets) "
+                         f"nor a suite: {exc}") from None
+
+
+def domain_label(domain: str) -> str:
+    if domain.startswith("train:"):
+        return f"{domain[6:]} target"
+    if domain.startswith("lr:"):
+        return f"LR folder {domain[3:]}"
+    return domain
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """What a table footnote and report.md say of one pool."""
+
+    role: str
+    name: str
+    count: int
+    manifest: str
+    licence: str = ""
+
+    def describe(self) -> str:
+        return f"{self.name}, {self.count:,} images, manifest {self.manifest[:8]}…"
+
+
+class _ModCrop:
+    """HR cropped to a multiple of the scale (picklable, for loader workers)."""
+
+    def __init__(self, scale: int):
+        self.scale = scale
+
+    def __call__(self, im: np.ndarray, image_id: str) -> np.ndarray:
+        h, w = im.shape[:2]
+        return im[: h - h % self.scale, : w - w % self.scale]
+
+
+class _Synthesize:
+    """A source HR image degraded by a suite into target-domain LR (float [0, 1])."""
+
+    def __init__(self, suite, scale: int, seed: int):
+        self.suite, self.scale, self.seed = suite, scale, seed
+
+    def __call__(self, im: np.ndarray, image_id: str) -> np.ndarray:
+        from .degrade import synthesize
+
+        lr, _ = synthesize(self.suite, _ModCrop(self.scale)(im, image_id), self.scale, image_id, self.seed)
+        return np.asarray(lr, np.float32) / 255.0
+
+
+def mod_cropped(pool: ImagePool, scale: int) -> ImagePool:
+    return DerivedPool(pool, _ModCrop(scale), f"modcrop:{scale}", name=pool.name)
+
+
+def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded permutation of ``range(n)`` cut in two: (source half A, target half B)."""
+    digest = hashlib.sha256(f"target-split|{seed}".encode()).digest()
+    order = np.random.default_rng(int.from_bytes(digest[:8], "little")).permutation(n)
+    half = (n + 1) // 2
+    return sorted(order[:half].tolist()), sorted(order[half:].tolist())
+
+
+class TrainingPlan:
+    """The run's training inputs, each built once and reused for every fit that needs it.
+
+    ``source``: the ``--source`` text (None: the procedural pool); ``roots``: folders of
+    the run's test datasets by training-set name, where a dataset's own train split lives
+    beside its test split (RealSR-V3, DRealSR given as NAME=PATH).
+    """
+
+    def __init__(self, *, source: str | None, profile: str, seed: int, data_root: str | None,
+                 allow_partial: bool, suite_lookup: Callable[[str], object], roots: dict[str, str] | None = None,
+                 subimages: int = 0, cache_dir: Path | None = None):
+        self.source_text = source
+        self.profile, self.seed, self.data_root = profile, seed, data_root
+        self.allow_partial = allow_partial
+        self.suite_lookup = suite_lookup
+        self.roots = dict(roots or {})
+        self.subimages = subimages
+        self.cache_dir = cache_dir
+        self._source: ImagePool | None = None
+        self._procedural_target: ImagePool | None = None
+        self._targets: dict[tuple[str, int], object] = {}
+        self._data: dict[tuple, TrainingData] = {}
+        self.pools: dict[str, PoolInfo] = {}
+
+    # -- pools ---------------------------------------------------------
+    @property
+    def procedural(self) -> bool:
+        return not self.source_text
+
+    def source(self) -> ImagePool:
+        if self._source is None:
+            if self.procedural:
+                from .data import training_pool
+
+                n_src, n_tgt, size = PROCEDURAL[self.profile]
+                src = training_pool(n_src, size, self.seed, "source")
+                tgt = training_pool(n_tgt, size, self.seed, "target")
+                self._source = ArrayPool([a for _, a in src], [i for i, _ in src], name=f"{PROCEDURAL_NAME} source")
+                self._procedural_target = ArrayPool([a for _, a in tgt], [i for i, _ in tgt],
+                                                    name=f"{PROCEDURAL_NAME} target half")
+            else:
+                from .training_sets import resolve_source
+
+                self._source = resolve_source(self.source_text, self.data_root, allow_partial=self.allow_partial)
+                if self.subimages:
+                    from .pools import SubImagePool
+
+                    self._source = SubImagePool(self._source, crop=self.subimages, step=self.subimages // 2,
+                                                cache_dir=self.cache_dir)
+            self._note("source", self._source)
+        return self._source
+
+    def _note(self, role: str, pool: ImagePool, licence: str = "") -> None:
+        self.pools[role] = PoolInfo(role, pool.name or role, len(pool), pool.manifest(), licence)
+
+    def real_target(self, domain: str, scale: int):
+        """(target LR pool, pairs or None, licence) of a real domain, resolved once."""
+        k = (domain, scale)
+        if k not in self._targets:
+            from .training_sets import resolve_training_target
+
+            if domain.startswith("lr:"):
+                got = resolve_training_target(domain, self.data_root, scale=scale, allow_partial=self.allow_partial)
+            else:
+                name = domain[len("train:"):]
+                root = self.roots.get(name)
+                text = f"{name}={root}" if root else name
+                got = resolve_training_target(text, self.data_root, scale=scale, allow_partial=self.allow_partial)
+            if got is None:
+                raise NotFitted(f"not fitted: no target-domain LR for {domain_label(domain)} (pass --target)")
+            self._targets[k] = got
+            self._note(f"target {domain_label(domain)} x{scale}", got.target, getattr(got, "licence", ""))
+        return self._targets[k]
+
+    # -- what one fit gets -----------------------------------------------
+    def data_for(self, info: MethodInfo, scale: int, domain: str) -> TrainingData:
+        per_domain = info.fit_per == "domain"
+        key = (scale, domain if per_domain else "", info.needs_target_lr, info.upper_bound)
+        if key not in self._data:
+            self._data[key] = self._build(info, scale, domain if per_domain else "")
+        return self._data[key]
+
+    def _build(self, info: MethodInfo, scale: int, domain: str) -> TrainingData:
+        source = self.source()
+        if not domain:  # fitted per scale: the whole source pool, nothing of any target
+            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), seed=self.seed)
+        if domain == NO_TARGET:
+            raise NotFitted("not fitted: no target-domain LR (pass --target)")
+        if is_real(domain):
+            got = self.real_target(domain, scale)
+            label = domain_label(domain)
+            if info.upper_bound:
+                if got.pairs is None:
+                    raise NotFitted(f"no oracle: {label} has no train pairs, so there is no paired upper bound")
+                hr, lr = got.pairs
+                return TrainingData(scale=scale, source_hr=(), pairs=(mod_cropped(hr, scale), lr), domain=label,
+                                    seed=self.seed)
+            target = got.target if info.needs_target_lr else ()
+            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), target_lr=target, domain=label,
+                                seed=self.seed)
+        suite = self.suite_lookup(domain)
+        if info.upper_bound:  # told the degradation: pairs from every source image
+            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), degradation=suite, domain=domain,
+                                seed=self.seed)
+        half_a, half_b = self._halves(source)
+        target = ()
+        if info.needs_target_lr:
+            # written once under the cache (keyed by content): sampling re-reads it, never re-degrades
+            target = DerivedPool(half_b, _Synthesize(suite, scale, self.seed),
+                                 f"synth:{suite.fingerprint()}|x{scale}|seed{self.seed}",
+                                 name=f"synthetic {domain} target made from {half_b.name}",
+                                 store=None if self.procedural or self.cache_dir is None
+                                 else self.cache_dir.parent / "targets")
+        return TrainingData(scale=scale, source_hr=mod_cropped(half_a, scale), target_lr=target, domain=domain,
+                            seed=self.seed)
+
+    def _halves(self, source: ImagePool) -> tuple[ImagePool, ImagePool]:
+        if self.procedural:
+            return source, self._procedural_target
+        if len(source) < 2:
+            raise BenchError(f"source pool {source.name} has {len(source)} image(s); a synthetic target needs at "
+                             "least two (one half degraded into the target, the other half as source)")
+        a, b = split_halves(len(source), self.seed)
+        return (SubsetPool(source, a, name=f"{source.name} half A"),
+                SubsetPool(source, b, name=f"{source.name} half B"))
+
+    def built(self) -> list[TrainingData]:
+        """Every fit input built so far (the leakage audit reads their pools)."""
+        return list(self._data.values())
+
+    @staticmethod
+    def cross_roles(pools) -> list[tuple[str, str]]:
+        """Which pools must not share a scene: every source pool with every target pool."""
+        return [(a, b) for a in pools if a.startswith("source") for b in pools if b.startswith("target")]
+
+    def describe(self, data: TrainingData) -> dict:
+        """The pools one fit saw, for footnotes: {'source': ..., 'target': ..., 'pairs': ...}."""
+        out = {"source": f"{data.source_hr.name or 'source'}, {len(data.source_hr):,} images, "
+                         f"manifest {data.source_hr.manifest()[:8]}…"} if len(data.source_hr) else {}
+        if len(data.target_lr):
+            name = data.target_lr.name if data.target_lr.name.startswith("synthetic") else data.domain
+            out["target"] = (f"{name or data.target_lr.name}, {len(data.target_lr):,} images, "
+                             f"manifest {data.target_lr.manifest()[:8]}…")
+        if data.pairs is not None:
+            out["pairs"] = f"{data.domain} train pairs, {len(data.pairs[0]):,}, manifest {data.pairs[1].manifest()[:8]}…"
+        if data.degradation is not None:
+            out["degradation"] = getattr(data.degradation, "name", str(data.degradation))
+        return out
