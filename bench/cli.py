@@ -23,6 +23,10 @@ examples:
   python run_bench.py --methods bicubic,edsr-bicubic --datasets Set5,Set14 --data-root DATA --suites dasr-iso
   python run_bench.py --methods bicubic --datasets Set5=../shared/datasets/Set5 --suites bicubic --metrics psnr,ssim
   python run_bench.py --datasets photos=lr:~/phone_pictures --metrics niqe
+  python run_bench.py --methods fssr,pdm --source DIV2K-train --target NTIRE2020-T1 --datasets NTIRE2020-T1 --data-root DATA
+      unpaired methods fitted to NTIRE 2020 Track 1's corrupted training images, clean DIV2K as source
+  python run_bench.py --methods all --source mine=~/hr_photos --target lr:~/phone_pictures --datasets phone=lr:~/phone_test
+  python run_bench.py --config run.toml --print-config      the resolved run, as a run file
   python run_bench.py check-adapter mypkg.sr:MyMethod
   python run_bench.py timing --methods all --device cuda
   python run_bench.py degrade --suites dasr-aniso --scales 4 --datasets Set14 --data-root DATA --out lr_sets/
