@@ -11,7 +11,12 @@ Data contract (DESIGN.md section 3):
   float32 in [0, 1]. Value-range conventions of the official code (0..255, mean
   shifts) stay inside the method.
 - ``fit`` receives a :class:`TrainingData`; it never holds a test image or a paired
-  (HR, target-LR) example, and only the ``oracle`` baseline gets ``degradation``.
+  (HR, target-LR) example, and only the ``oracle`` baseline gets ``degradation`` or
+  a real set's train ``pairs``.
+- Training pools are lazy :class:`ImagePool` objects (``bench/pools.py``, re-exported
+  here: ids, content digests, length, bounded-cache loading, content manifest) that
+  are also sequences of float32 arrays, so adapters written against arrays keep working;
+  ``bench.train.PatchSampler`` draws seeded patches from them without loading a pool.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from .pools import ArrayPool, FilePool, ImagePool, as_pool  # noqa: F401  (the pool API of TrainingData)
 
 ENTRY_POINT_GROUP = "unpaired_sr_bench.methods"
 PROFILES = ("smoke", "quick", "paper")
@@ -122,7 +129,11 @@ class MethodContext:
 
     ``variant``: the tag chosen (``""`` = the method's default); ``weights_dir``: where
     ImageNet weight files are looked up; ``verify_weights``: check their sha256 (off only
-    in tests with stand-in files); ``init``: (method name, file) starting points.
+    in tests with stand-in files); ``init``: (method name, file) starting points;
+    ``loader_workers``: DataLoader worker processes for patch sampling (``bench.train.loading``;
+    never changes a patch); ``cache_dir``: where derived training images (the bicubic LR of
+    a source pool) may be written once, keyed by their content (None: memory only).
+    Neither of the last two enters a fit key: they change how fast a fit runs, not what it learns.
     """
 
     profile: str = "quick"
@@ -133,6 +144,8 @@ class MethodContext:
     verify_weights: bool = True
     seed: int = 0
     init: tuple[tuple[str, str], ...] = ()
+    loader_workers: int = 0
+    cache_dir: str | None = None
 
     def init_file(self, name: str) -> str | None:
         return dict(self.init).get(name)

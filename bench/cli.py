@@ -118,7 +118,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help="what per-domain methods (unpaired methods, the oracle) are fitted to: a suite (mixed, "
                         "aniso:k=5, a --suite-file suite; made from a seeded half of the source pool that the other "
                         "half never sees), lr:PATH (a folder of unpaired real LR photos) or a standard training set "
-                        "(NTIRE2020-T1, RealSR-V3, ...). Default: a real-world dataset's own train split, else mixed")
+                        "(NTIRE2020-T1, RealSR-V3, ...). Default: a real-world dataset's own train split; on the embedded data "
+                        "the synthetic mixed; else the cells are marked 'not fitted'")
     p.add_argument("--allow-partial", action="store_true",
                    help="accept a standard training set with fewer images than its spec (a warning names the counts "
                         "instead of an error; for subsets and test layouts)")
@@ -126,8 +127,9 @@ def run_parser() -> argparse.ArgumentParser:
                    help="DataLoader worker processes cutting training patches; the patch sequence is a function of "
                         "the seed and iteration only, so this never changes a result [%(default)s]")
     p.add_argument("--subimages", type=int, default=0, metavar="SIDE",
-                   help="train on sub-images of SIDE pixels (stride SIDE/2) cut once from the source pool and cached "
-                        "under OUT/cache by content, as BasicSR's extract_subimages (480 for DIV2K) [off]")
+                   help="train on SIDE x SIDE tiles of the source images (stride SIDE, plus tiles flush with the "
+                        "edges), cut once and cached under OUT/cache by content, as BasicSR's extract_subimages "
+                        "(480 for DIV2K): a patch then decodes a tile, not a 2K image. Changes the fit key [off]")
     p.add_argument("--metrics", default="psnr,ssim,lpips,niqe", help="comma list [%(default)s]")
     p.add_argument("--protocol", choices=("paper-y", "rgb"), default="paper-y",
                    help="PSNR/SSIM protocol: paper-y = Y of BT.601, crop = scale (RCAN/EDSR/DASR tables); "

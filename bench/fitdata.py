@@ -108,21 +108,36 @@ class _ModCrop:
         return im[: h - h % self.scale, : w - w % self.scale]
 
 
-class _Synthesize:
-    """A source HR image degraded by a suite into target-domain LR (float [0, 1])."""
+class SynthesizedLR:
+    """A source HR image degraded by a suite into LR (float [0, 1]): deterministic per
+    (suite, image id, seed, draw), picklable for loader workers. ``draw`` > 0 gives other
+    noise draws of the same image (the supervised baselines' extra pairs)."""
 
-    def __init__(self, suite, scale: int, seed: int):
-        self.suite, self.scale, self.seed = suite, scale, seed
+    def __init__(self, suite, scale: int, seed: int, draw: int | None = None):
+        self.suite, self.scale, self.seed, self.draw = suite, scale, seed, draw
+
+    def key(self) -> str:
+        return f"synth:{self.suite.fingerprint()}|x{self.scale}|seed{self.seed}|draw{self.draw}"
 
     def __call__(self, im: np.ndarray, image_id: str) -> np.ndarray:
         from .degrade import synthesize
 
-        lr, _ = synthesize(self.suite, _ModCrop(self.scale)(im, image_id), self.scale, image_id, self.seed)
+        iid = image_id if self.draw is None else f"{image_id}#train{self.draw}"
+        lr, _ = synthesize(self.suite, _ModCrop(self.scale)(im, image_id), self.scale, iid, self.seed)
         return np.asarray(lr, np.float32) / 255.0
 
 
+def synthesized(pool: ImagePool, suite, scale: int, seed: int, *, draw: int | None = None, name: str = "",
+                store: Path | str | None = None) -> ImagePool:
+    """``pool`` degraded image by image, lazily (each image once per process, or once ever
+    when ``store`` is a folder: a 2K image's degradation is then not redone per patch)."""
+    fn = SynthesizedLR(suite, scale, seed, draw)
+    return DerivedPool(pool, fn, fn.key(), name=name or f"{pool.name} {suite.name} x{scale}", store=store)
+
+
 def mod_cropped(pool: ImagePool, scale: int) -> ImagePool:
-    return DerivedPool(pool, _ModCrop(scale), f"modcrop:{scale}", name=pool.name)
+    # a view of the base image (cached there), so no second cache: cache_bytes=0
+    return DerivedPool(pool, _ModCrop(scale), f"modcrop:{scale}", name=pool.name, cache_bytes=0)
 
 
 def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -155,6 +170,8 @@ class TrainingPlan:
         self._procedural_target: ImagePool | None = None
         self._targets: dict[tuple[str, int], object] = {}
         self._data: dict[tuple, TrainingData] = {}
+        self._tiles: dict[int, ImagePool] = {}
+        self._split: tuple[ImagePool, ImagePool] | None = None
         self.pools: dict[str, PoolInfo] = {}
 
     # -- pools ---------------------------------------------------------
@@ -177,13 +194,19 @@ class TrainingPlan:
                 from .training_sets import resolve_source
 
                 self._source = resolve_source(self.source_text, self.data_root, allow_partial=self.allow_partial)
-                if self.subimages:
-                    from .pools import SubImagePool
-
-                    self._source = SubImagePool(self._source, crop=self.subimages, step=self.subimages // 2,
-                                                cache_dir=self.cache_dir)
             self._note("source", self._source)
         return self._source
+
+    def tiled(self, pool: ImagePool) -> ImagePool:
+        """``pool`` cut into ``--subimages`` tiles (cached by content), or as it is. Applied
+        after the split into halves, so the tiles of one image never fall on both sides."""
+        if not self.subimages or self.procedural:
+            return pool
+        from .pools import SubImagePool
+
+        if id(pool) not in self._tiles:  # one tiling per pool: it reads every image's header
+            self._tiles[id(pool)] = SubImagePool(pool, crop=self.subimages, cache_dir=self.cache_dir, name=pool.name)
+        return self._tiles[id(pool)]
 
     def _note(self, role: str, pool: ImagePool, licence: str = "") -> None:
         self.pools[role] = PoolInfo(role, pool.name or role, len(pool), pool.manifest(), licence)
@@ -218,7 +241,7 @@ class TrainingPlan:
     def _build(self, info: MethodInfo, scale: int, domain: str) -> TrainingData:
         source = self.source()
         if not domain:  # fitted per scale: the whole source pool, nothing of any target
-            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), seed=self.seed)
+            return TrainingData(scale=scale, source_hr=mod_cropped(self.tiled(source), scale), seed=self.seed)
         if domain == NO_TARGET:
             raise NotFitted("not fitted: no target-domain LR (pass --target)")
         if is_real(domain):
@@ -231,21 +254,20 @@ class TrainingPlan:
                 return TrainingData(scale=scale, source_hr=(), pairs=(mod_cropped(hr, scale), lr), domain=label,
                                     seed=self.seed)
             target = got.target if info.needs_target_lr else ()
-            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), target_lr=target, domain=label,
-                                seed=self.seed)
+            return TrainingData(scale=scale, source_hr=mod_cropped(self.tiled(source), scale), target_lr=target,
+                                domain=label, seed=self.seed)
         suite = self.suite_lookup(domain)
         if info.upper_bound:  # told the degradation: pairs from every source image
-            return TrainingData(scale=scale, source_hr=mod_cropped(source, scale), degradation=suite, domain=domain,
-                                seed=self.seed)
-        half_a, half_b = self._halves(source)
+            return TrainingData(scale=scale, source_hr=mod_cropped(self.tiled(source), scale), degradation=suite,
+                                domain=domain, seed=self.seed)
+        half_a, half_b = (self.tiled(h) for h in self._halves(source))
         target = ()
         if info.needs_target_lr:
             # written once under the cache (keyed by content): sampling re-reads it, never re-degrades
-            target = DerivedPool(half_b, _Synthesize(suite, scale, self.seed),
-                                 f"synth:{suite.fingerprint()}|x{scale}|seed{self.seed}",
+            target = synthesized(half_b, suite, scale, self.seed,
                                  name=f"synthetic {domain} target made from {half_b.name}",
                                  store=None if self.procedural or self.cache_dir is None
-                                 else self.cache_dir.parent / "targets")
+                                 else self.cache_dir.parent / "derived")
         return TrainingData(scale=scale, source_hr=mod_cropped(half_a, scale), target_lr=target, domain=domain,
                             seed=self.seed)
 
@@ -255,9 +277,11 @@ class TrainingPlan:
         if len(source) < 2:
             raise BenchError(f"source pool {source.name} has {len(source)} image(s); a synthetic target needs at "
                              "least two (one half degraded into the target, the other half as source)")
-        a, b = split_halves(len(source), self.seed)
-        return (SubsetPool(source, a, name=f"{source.name} half A"),
-                SubsetPool(source, b, name=f"{source.name} half B"))
+        if self._split is None:
+            a, b = split_halves(len(source), self.seed)
+            self._split = (SubsetPool(source, a, name=f"{source.name} half A"),
+                           SubsetPool(source, b, name=f"{source.name} half B"))
+        return self._split
 
     def built(self) -> list[TrainingData]:
         """Every fit input built so far (the leakage audit reads their pools)."""

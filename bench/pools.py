@@ -65,6 +65,10 @@ class ImagePool(Sequence, abc.ABC):
         """Where image ``i`` comes from, for messages (a file path where there is one)."""
         return f"{self.name or 'pool'}[{self.ids[i]}]"
 
+    def size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i``; file pools read it from the header, not the pixels."""
+        return tuple(self.load(i).shape[:2])
+
     # -- derived ---------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.ids)
@@ -169,6 +173,17 @@ class FilePool(ImagePool):
     def label(self, i: int) -> str:
         return self.paths[i]
 
+    def size(self, i: int) -> tuple[int, int]:
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                w, h = im.size
+                swap = int(im.getexif().get(0x0112, 1) or 1) in (5, 6, 7, 8)  # EXIF rotations by 90 degrees
+        except (OSError, SyntaxError, ValueError):
+            return super().size(i)  # the decoder gives the one-line error
+        return (w, h) if swap else (h, w)
+
     def _load(self, i: int) -> np.ndarray:
         from .data import read_image
 
@@ -263,13 +278,106 @@ class DerivedPool(ImagePool):
         path = self.store / f"{self.digest(i)}.npy" if self.store is not None else None
         if path is not None and path.is_file():
             return np.load(path)
-        out = np.ascontiguousarray(self.fn(self.base.load(i), self.base.ids[i]), dtype=np.float32)
+        out = np.asarray(self.fn(self.base.load(i), self.base.ids[i]), dtype=np.float32)  # a view stays a view
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
             np.save(tmp, out)
             os.replace(tmp, path)  # atomic: a kill leaves the whole file or none
         return out
+
+
+class SubImagePool(ImagePool):
+    """Every image of ``base`` cut into ``crop`` x ``crop`` tiles, as BasicSR's
+    ``extract_subimages`` does (tiles every ``step`` pixels, plus one flush with the
+    bottom and right edges), so that sampling a patch decodes a small tile, not a 2K image.
+
+    Tiles are written once under ``cache_dir`` in a folder per base image content digest
+    (PNG where the image is 8-bit, which reloads to the same float32 values; ``.npy``
+    otherwise): a pool of any size is cut once, and an edited image is cut again. Without
+    ``cache_dir`` tiles are cut from the decoded base image on every cache miss.
+    Images smaller than ``crop`` are one tile of their own size.
+    """
+
+    def __init__(self, base: ImagePool, crop: int = 480, step: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, name: str = "",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(name or f"{base.name} ({crop}px tiles)", cache_bytes)
+        if crop < 1:
+            raise ValueError(f"sub-image crop must be positive, got {crop}")
+        self.base, self.crop, self.step = base, int(crop), int(step or crop)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._tiles: list[tuple[int, int, int]] = []  # (base index, y, x)
+        for b in range(len(base)):
+            h, w = base.size(b)
+            for y in self._starts(h):
+                for x in self._starts(w):
+                    self._tiles.append((b, y, x))
+        self._ids = tuple(f"{base.ids[b]}@{y},{x}" for b, y, x in self._tiles)
+
+    def _starts(self, n: int) -> list[int]:
+        if n <= self.crop:
+            return [0]
+        out = list(range(0, n - self.crop + 1, self.step))
+        if out[-1] + self.crop < n:
+            out.append(n - self.crop)
+        return out
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def digest(self, i: int) -> str:
+        b, y, x = self._tiles[i]
+        return hashlib.sha256(f"tile:{self.crop}|{y},{x}|{self.base.digest(b)}".encode()).hexdigest()
+
+    def label(self, i: int) -> str:
+        b, y, x = self._tiles[i]
+        return f"{self.base.label(b)} (tile at y={y}, x={x})"
+
+    def _tile_path(self, i: int) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        b, y, x = self._tiles[i]
+        return self.cache_dir / f"c{self.crop}" / self.base.digest(b) / f"{y}_{x}"
+
+    def _load(self, i: int) -> np.ndarray:
+        path = self._tile_path(i)
+        if path is not None:
+            for suffix in (".png", ".npy"):
+                if path.with_suffix(suffix).is_file():
+                    return _read_tile(path.with_suffix(suffix))
+        b, y, x = self._tiles[i]
+        im = self.base.load(b)
+        if path is not None:  # cut every tile of this image at once: the decode is the cost
+            for k, (bb, yy, xx) in enumerate(self._tiles):
+                if bb == b:
+                    _write_tile(self._tile_path(k), im[yy:yy + self.crop, xx:xx + self.crop])
+        return np.ascontiguousarray(im[y:y + self.crop, x:x + self.crop])
+
+
+def _read_tile(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), np.float32) / 255.0
+
+
+def _write_tile(path: Path, tile: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q = np.clip(np.round(tile * 255.0), 0, 255).astype(np.uint8)
+    exact = np.array_equal(np.asarray(q, np.float32) / 255.0, tile)  # 8-bit source: PNG is lossless
+    final = path.with_suffix(".png" if exact else ".npy")
+    tmp = final.with_name(f"{final.stem}.tmp{os.getpid()}{final.suffix}")
+    if exact:
+        from PIL import Image
+
+        Image.fromarray(q).save(tmp, compress_level=1)
+    else:
+        np.save(tmp, np.ascontiguousarray(tile, np.float32))
+    os.replace(tmp, final)  # atomic: a kill leaves a whole tile or none
 
 
 def as_pool(images, name: str = "", ids: Sequence[str] | None = None) -> ImagePool:

@@ -48,6 +48,7 @@ from .adapter import (
     unknown_name,
 )
 from .store import CellKey, Store, StoreError, matches
+from .train import loading
 from .fitdata import NO_TARGET, NotFitted, TrainingPlan, domain_label, is_real, target_domain
 from .train import TRAIN_CODE_VERSION
 
@@ -269,7 +270,8 @@ class Runner:
         spec = self.spec
         return MethodContext(profile=spec.profile, device=device or self.device, precision=spec.precision,
                              weights_dir=spec.weights_dir, verify_weights=spec.verify_weights, seed=spec.seed,
-                             init=spec.init)
+                             init=spec.init, loader_workers=spec.loader_workers,
+                             cache_dir=str(self.cache))
 
     def build(self, name: str, scale: int, device: str | None = None) -> Method:
         """``name`` (a method or ``method.tag``) built with this run's context."""
@@ -420,7 +422,8 @@ class Runner:
             self.log(f"fitting {name} x{model.method.scale}"
                      + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()})")
             t0 = time.perf_counter()
-            report = model.method.fit(fit_input(name, data), meta["budget"])
+            with loading(model.method.context.loader_workers):  # workers cut the same patches as the fit would
+                report = model.method.fit(fit_input(name, data), meta["budget"])
             wall = time.perf_counter() - t0
             rep = self.save_fit(model.method, meta, report, wall)
             # reload what was saved so a fresh fit and a cached one infer from identical weights

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -42,40 +43,102 @@ def numpy_rng(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-class PatchSampler:
-    """Random square patches from a pool of H x W x 3 float arrays, as N x 3 x p x p tensors.
+# ---------------------------------------------------------------------------
+# patch sampling: lazy, and a pure function of (stream seed, call index)
+# ---------------------------------------------------------------------------
+_WORKERS: ContextVar[int] = ContextVar("unpaired_sr_bench_loader_workers", default=0)
+_OPEN: ContextVar[list | None] = ContextVar("unpaired_sr_bench_open_samplers", default=None)
 
-    Images smaller than the patch are reflect-padded once up front so that tiny pools
-    still train (the smoke profile uses them).
+
+@contextmanager
+def loading(workers: int) -> Iterator[None]:
+    """Samplers made inside the block prefetch their batches with ``workers`` DataLoader
+    worker processes (0: in the calling process); their workers stop when it ends.
+
+    A context variable, like :func:`probing`, so ``Method.fit(data, budget)`` keeps its
+    signature and third-party methods built on :class:`PatchSampler` get workers too."""
+    opened: list = []
+    t1, t2 = _WORKERS.set(max(0, int(workers))), _OPEN.set(opened)
+    try:
+        yield
+    finally:
+        _WORKERS.reset(t1)
+        _OPEN.reset(t2)
+        for s in opened:
+            s.close()
+
+
+class _Calls(torch.utils.data.Dataset):
+    """Call ``i`` of a sampler as item ``i``: what a loader worker computes."""
+
+    def __init__(self, sampler: "PatchSampler", kind: str, n: int):
+        self.sampler, self.kind, self.n = sampler, kind, n
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+    def __getitem__(self, call: int):
+        return self.sampler._compute(self.kind, self.n, call)
+
+
+class PatchSampler:
+    """Random square patches from a pool of H x W x 3 float images, as N x 3 x p x p tensors.
+
+    ``images``: an :class:`~bench.pools.ImagePool` (read lazily: only the images a call
+    draws are decoded, through the pool's bounded cache) or a sequence of arrays.
+
+    Reproducible whatever the loader: call ``k`` (the k-th ``sample``/``sample_pairs``)
+    draws from its own generator, seeded by (``generator``'s seed, k), so the patch
+    sequence is a pure function of (seed, call index). With workers (:func:`loading`)
+    calls are computed ahead in worker processes and consumed in order: the same patches,
+    bit for bit, as with none. Images smaller than the patch are replicate-padded so that
+    tiny pools still train (the smoke profile uses them). Each sampler has its own seed,
+    so a source and a target sampler never pair images by index or name.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], patch: int, generator: torch.Generator,
-                 augment: bool = True):
-        if not images:
+    def __init__(self, images, patch: int, generator: torch.Generator, augment: bool = True):
+        from .pools import as_pool
+
+        self.pool = as_pool(images)
+        if not len(self.pool):
             raise BenchError("training pool is empty: the method got no images to learn from")
         self.patch = patch
-        self.generator = generator
+        self.seed = generator.initial_seed()
         self.augment = augment
-        self.images = [self._prepare(im) for im in images]
+        self.calls = 0  # the sampler's whole state: which call comes next
+        self.workers = _WORKERS.get()
+        self._g: torch.Generator | None = None
+        self._ahead: tuple[str, int, Iterator] | None = None
+        opened = _OPEN.get()
+        if opened is not None and self.workers:
+            opened.append(self)
 
-    def _prepare(self, im: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(im, dtype=np.float32)).permute(2, 0, 1)
-        h, w = t.shape[1:]
+    # -- what a call draws from ---------------------------------------------
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self._g))
+
+    def _image(self, i: int, pool=None) -> torch.Tensor:
+        """Image ``i`` of the pool as a 3 x H x W view, padded up to the patch. Callers slice
+        and stack it (which copies) and never write to it: the pool's cache owns the pixels."""
+        im = (pool or self.pool).load(i)
+        h, w = im.shape[:2]
         ph, pw = max(0, self.patch - h), max(0, self.patch - w)
         if ph or pw:
-            t = F.pad(t[None], (0, pw, 0, ph), mode="replicate")[0]
-        return t
+            im = np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        with warnings.catch_warnings():  # read-only on purpose (see above)
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.generator))
+    def _crop(self, i: int) -> torch.Tensor:
+        im = self._image(i)
+        h, w = im.shape[1:]
+        y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
+        return im[:, y:y + self.patch, x:x + self.patch]
 
-    def sample(self, n: int) -> torch.Tensor:
+    def _draw_patches(self, n: int) -> torch.Tensor:
         out = []
         for _ in range(n):
-            im = self.images[self._randint(len(self.images))]
-            h, w = im.shape[1:]
-            y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
-            p = im[:, y:y + self.patch, x:x + self.patch]
+            p = self._crop(self._randint(len(self.pool)))
             out.append(self._augment(p) if self.augment else p)
         return torch.stack(out).contiguous()
 
@@ -89,6 +152,51 @@ class PatchSampler:
         if self._randint(2):
             t = t.transpose(-1, -2)
         return t
+
+    # -- calls ------------------------------------------------------------------
+    def _compute(self, kind: str, n: int, call: int):
+        self._g = torch_generator(self.seed, "call", call)
+        return getattr(self, f"_draw_{kind}")(n)
+
+    def _call(self, kind: str, n: int):
+        call = self.calls
+        self.calls += 1
+        if not self.workers:
+            return self._compute(kind, n, call)
+        if self._ahead is None or self._ahead[:2] != (kind, n):
+            self.close()  # a new kind of call (another stage): prefetch from here
+            loader = torch.utils.data.DataLoader(
+                _Calls(self, kind, n), batch_size=None, sampler=range(call, 1 << 62), num_workers=self.workers,
+                prefetch_factor=2)
+            self._ahead = (kind, n, iter(loader))
+        return next(self._ahead[2])
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self._call("patches", n)
+
+    def sample_pairs(self, n: int) -> torch.Tensor:
+        """Two patches of one image per item (subclasses define ``_draw_pairs``): N x 2 x 3 x p x p."""
+        return self._call("pairs", n)
+
+    def close(self) -> None:
+        """Stop this sampler's loader workers (the next call restarts them where it is)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            it = ahead[2]
+            if hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+
+    def state_dict(self) -> dict:
+        return {"calls": self.calls, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.close()
+        self.calls = int(state["calls"])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_ahead"], state["_g"] = None, None  # a worker gets the recipe, not the parent's loader
+        return state
 
 
 class TrainingProbe:
@@ -268,36 +376,49 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad = flag
 
 
-class PairedPatchSampler:
-    """Aligned (LR, HR) patches from pre-made pairs: LR patch p <-> HR patch p*scale.
+class PairedPatchSampler(PatchSampler):
+    """Aligned (LR, HR) patches: LR patch p <-> HR patch p*scale, read lazily like
+    :class:`PatchSampler` (one seeded generator per call).
 
+    ``pairs``: (HR pool, LR pool) couples aligned by index (several: e.g. one LR pool per
+    noise draw); image k of the sampler is image j of couple c, counted couple by couple.
     For the supervised baselines only (``edsr-bicubic`` on bicubic pairs of the source
-    pool, ``oracle`` on pairs made with the true target degradation).
+    pool, ``oracle`` on pairs of the true target degradation or a real set's train pairs).
     """
 
-    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, scale: int,
-                 generator: torch.Generator):
-        if not pairs:
+    def __init__(self, pairs: Sequence[tuple], patch: int, scale: int, generator: torch.Generator):
+        from .pools import as_pool
+
+        couples = [(as_pool(hr), as_pool(lr)) for hr, lr in pairs]
+        for hr, lr in couples:
+            if len(hr) != len(lr):
+                raise BenchError(f"training pairs: {len(hr)} HR images but {len(lr)} LR images; pair every HR "
+                                 "with one LR")
+        self.couples = couples
+        self._where = [(c, j) for c, (hr, _) in enumerate(couples) for j in range(len(hr))]
+        if not self._where:
             raise BenchError("no training pairs: the pool is empty")
-        self.patch, self.scale, self.generator = patch, scale, generator
-        self.pairs = []
-        for lr, hr in pairs:
-            lr_t = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).permute(2, 0, 1)
-            hr_t = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32)).permute(2, 0, 1)
-            if lr_t.shape[1] < patch or lr_t.shape[2] < patch:
-                raise BenchError(f"training LR image {tuple(lr_t.shape[1:])} is smaller than the patch {patch}")
-            self.pairs.append((lr_t, hr_t[:, : lr_t.shape[1] * scale, : lr_t.shape[2] * scale]))
+        super().__init__(couples[0][0], patch, generator)
+        self.scale = scale
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.generator))
-
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw_patches(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         lrs, hrs = [], []
         p, s = self.patch, self.scale
         for _ in range(n):
-            lr, hr = self.pairs[self._randint(len(self.pairs))]
-            y, x = self._randint(lr.shape[1] - p + 1), self._randint(lr.shape[2] - p + 1)
-            a, b = lr[:, y:y + p, x:x + p], hr[:, y * s:(y + p) * s, x * s:(x + p) * s]
+            c, j = self._where[self._randint(len(self._where))]
+            hr_pool, lr_pool = self.couples[c]
+            lr = lr_pool.load(j)
+            if lr.shape[0] < p or lr.shape[1] < p:
+                raise BenchError(f"training LR image {lr_pool.label(j)} ({lr.shape[1]}x{lr.shape[0]}) is smaller "
+                                 f"than the LR patch {p}; use a smaller patch or drop the image")
+            hr = hr_pool.load(j)
+            y, x = self._randint(lr.shape[0] - p + 1), self._randint(lr.shape[1] - p + 1)
+            if hr.shape[0] < (y + p) * s or hr.shape[1] < (x + p) * s:
+                raise BenchError(f"training pair {hr_pool.label(j)} / {lr_pool.label(j)}: HR {hr.shape[1]}x"
+                                 f"{hr.shape[0]} is smaller than {s} x LR {lr.shape[1]}x{lr.shape[0]}; "
+                                 "the pair is misaligned or at another scale")
+            a = torch.from_numpy(np.array(lr[y:y + p, x:x + p], np.float32)).permute(2, 0, 1)
+            b = torch.from_numpy(np.array(hr[y * s:(y + p) * s, x * s:(x + p) * s], np.float32)).permute(2, 0, 1)
             if self._randint(2):
                 a, b = a.flip(-1), b.flip(-1)
             if self._randint(2):

@@ -374,10 +374,10 @@ def blur_subsample(hr: torch.Tensor, kernels: torch.Tensor, scale: int) -> torch
 class PairPatchSampler(PatchSampler):
     """Two HR patches per image with one shared augmentation (the official loader)."""
 
-    def sample_pairs(self, n: int) -> torch.Tensor:
+    def _draw_pairs(self, n: int) -> torch.Tensor:
         out = []
         for _ in range(n):
-            im = self.images[self._randint(len(self.images))]
+            im = self._image(self._randint(len(self.pool)))
             h, w = im.shape[1:]
             pair = []
             for _ in range(2):

@@ -262,10 +262,10 @@ class PairSampler(PatchSampler):
     """Two HR patches from one image (after one flip/transpose of the whole image),
     as the official loader does: N x 2 x 3 x p x p."""
 
-    def sample_pairs(self, n: int) -> torch.Tensor:
+    def _draw_pairs(self, n: int) -> torch.Tensor:
         out = []
         for _ in range(n):
-            im = self.images[self._randint(len(self.images))]
+            im = self._image(self._randint(len(self.pool)))
             if self.augment:
                 im = self._augment(im)
             h, w = im.shape[1:]

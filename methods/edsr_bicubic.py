@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,19 +53,19 @@ class EDSRTrained(Method):
     def training_suite(self, data: TrainingData):
         raise NotImplementedError
 
-    def make_pairs(self, data: TrainingData) -> list[tuple[np.ndarray, np.ndarray]]:
-        from bench.degrade import synthesize
+    def make_pairs(self, data: TrainingData) -> list[tuple]:
+        """(HR pool, LR pool) couples, made lazily: a real set's own train pairs where the
+        data has them (the oracle on RealSR/DRealSR), else the source pool mod-cropped and
+        degraded by :meth:`training_suite`, one LR pool per draw (noise suites draw several)."""
+        from bench.fitdata import mod_cropped, synthesized
 
+        if data.pairs is not None:
+            return [data.pairs]
         suite = self.training_suite(data)
-        pairs = []
-        ids = data.source_ids or tuple(f"source-{i}" for i in range(len(data.source_hr)))
-        for hr, iid in zip(data.source_hr, ids):
-            h, w = (hr.shape[0] // self.scale) * self.scale, (hr.shape[1] // self.scale) * self.scale
-            hr = hr[:h, :w]
-            for d in range(self.pair_draws):
-                lr, _ = synthesize(suite, hr, self.scale, f"{iid}#train{d}", data.seed)
-                pairs.append((lr.astype(np.float32) / 255.0, hr))
-        return pairs
+        hr = mod_cropped(data.source_hr, self.scale)
+        store = self.context.cache_dir and Path(self.context.cache_dir) / "derived"
+        return [(hr, synthesized(hr, suite, self.scale, data.seed, draw=d, store=store or None))
+                for d in range(self.pair_draws)]
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
         sampler = PairedPatchSampler(self.make_pairs(data), budget.patch_size, self.scale,

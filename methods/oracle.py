@@ -16,10 +16,12 @@ class Oracle(EDSRTrained):
         family="baseline",
         scales=(2, 3, 4),
         upper_bound=True,
-        notes=("Receives TrainingData.degradation, which no other method gets: an upper bound, not a competitor.",),
+        notes=("Receives TrainingData.degradation (synthetic domains) or a real set's train pairs (RealSR, DRealSR), which "
+               "no other method gets: an upper bound, not a competitor.",),
     )
 
     def training_suite(self, data: TrainingData):
         if data.degradation is None:
-            raise BenchError("oracle needs the target domain's degradation; run it with a target suite")
+            raise BenchError("oracle needs the target domain's degradation or a real set's train pairs; run it "
+                             "with a synthetic target suite or on RealSR/DRealSR with their train split")
         return data.degradation

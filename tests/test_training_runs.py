@@ -166,3 +166,50 @@ def test_the_run_file_is_kept_in_the_provenance(tmp_path, capsys):
     finally:
         s.close()
     assert prov["config"]["text"] == cfg.read_text()
+
+
+def _ntire_t1_layout(root: Path) -> Path:
+    """DIV2K_train_HR + NTIRE2020/{Corrupted-tr-x, Corrupted-tr-y, Corrupted-va-x, Corrupted-va-y}, miniature."""
+    from PIL import Image
+
+    smooth_images(root / "DIV2K_train_HR", [(64, 64)] * 3, seed=11)
+    nt = root / "NTIRE2020"
+    smooth_images(nt / "Corrupted-tr-y", [(64, 64)] * 3, seed=11)  # the clean DIV2K train images again
+    tr = smooth_images(nt / "Corrupted-tr-x", [(64, 64)] * 3, seed=12)
+    for i, f in enumerate(sorted(tr.glob("*.png"))):  # corrupted Flickr2K, full size, named Flickr2K_*.png
+        f.rename(tr / f"Flickr2K_{i:06d}.png")
+    va = smooth_images(nt / "Corrupted-va-y", [(64, 64)] * 2, seed=13)
+    (nt / "Corrupted-va-x").mkdir()
+    for f in sorted(va.glob("*.png")):
+        Image.open(f).resize((16, 16), Image.BICUBIC).save(nt / "Corrupted-va-x" / f.name)
+    return root
+
+
+def test_ntire2020_track1_source_and_target_on_a_miniature_layout(tmp_path, capsys):
+    root = _ntire_t1_layout(tmp_path / "data")
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, "--methods", "fssr,pdm", "--source", "DIV2K-train", "--target", "NTIRE2020-T1",
+                             "--datasets", "NTIRE2020-T1", "--data-root", str(root), "--metrics", "psnr",
+                             "--allow-partial", "--out", str(out))
+    assert code == 0, err
+    md = (out / "results.md").read_text()
+    assert "NTIRE2020-T1 target, 3 images" in md
+    v = {k.split("|")[0]: m for k, m in _variants(out).items()}
+    assert v["fssr"]["info"]["training"]["source"].startswith("DIV2K-train source, 3 images")
+
+
+def test_the_same_fit_with_and_without_loader_workers_gives_identical_weights(tmp_path, capsys):
+    src = smooth_images(tmp_path / "src", [(64, 64)] * 4, seed=1)
+    test = smooth_images(tmp_path / "test", [(48, 48)], seed=2)
+    sums = []
+    for workers in ("0", "2", "0"):
+        out = tmp_path / f"out{len(sums)}"
+        code, _, err = _run(capsys, "--methods", "fssr", "--datasets", f"t={test}", "--suites", "bicubic",
+                            "--source", f"mine={src}", "--target", "mixed", "--metrics", "psnr",
+                            "--loader-workers", workers, "--out", str(out))
+        assert code == 0, err
+        (fit,) = (out / "cache" / "fits").iterdir()
+        model = fit / "model"
+        files = [model] if model.is_file() else sorted(p for p in model.rglob("*") if p.is_file())
+        sums.append({p.name: p.read_bytes() for p in files})
+    assert sums[0] == sums[1] == sums[2]
