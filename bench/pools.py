@@ -175,6 +175,12 @@ class FilePool(ImagePool):
         return np.ascontiguousarray(read_image(self.paths[i]).pixels, dtype=np.float32)
 
 
+#: open LMDB environments by (process, real path). py-lmdb refuses to open one environment
+#: twice in a process, and two pools (or an unpickled copy) may name the same folder; the
+#: pid in the key keeps a forked worker from using its parent's handle.
+_LMDB_ENVS: dict[tuple[int, str], object] = {}
+
+
 class LmdbPool(ImagePool):
     """A BasicSR-style LMDB folder (``NAME.lmdb`` holding ``data.mdb`` and ``meta_info.txt``,
     one ``key.png (h,w,c) compression`` line per image), read lazily.
@@ -205,10 +211,15 @@ class LmdbPool(ImagePool):
             except ImportError:
                 raise DataError(f"{self.path} is an LMDB; reading it needs the lmdb package: "
                                 'pip install "unpaired-sr-bench[lmdb]"') from None
-            try:
-                self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
-            except lmdb.Error as exc:
-                raise DataError(f"cannot open LMDB {self.path} ({exc}); rebuild it or point to the image folder") from None
+            key = (os.getpid(), os.path.realpath(self.path))
+            env = _LMDB_ENVS.get(key)
+            if env is None:
+                try:
+                    env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
+                except lmdb.Error as exc:
+                    raise DataError(f"cannot open LMDB {self.path} ({exc}); rebuild it or point to the image folder") from None
+                _LMDB_ENVS[key] = env
+            self._env = env
         return self._env
 
     @property
