@@ -268,7 +268,11 @@ def do_list(what: str) -> int:
     elif what == "datasets":
         from .data import list_datasets
 
+        from .training_sets import list_training_sets
+
         print(tabulate(list_datasets(), headers="keys", tablefmt="github"))
+        print("\ntraining sets (--source / --target):")
+        print(tabulate(list_training_sets(), headers="keys", tablefmt="github"))
     else:
         from .metrics import METRICS
 

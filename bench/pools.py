@@ -190,6 +190,104 @@ class FilePool(ImagePool):
         return np.ascontiguousarray(read_image(self.paths[i]).pixels, dtype=np.float32)
 
 
+#: open LMDB environments by (process, real path). py-lmdb refuses to open one environment
+#: twice in a process, and two pools (or an unpickled copy) may name the same folder; the
+#: pid in the key keeps a forked worker from using its parent's handle.
+_LMDB_ENVS: dict[tuple[int, str], object] = {}
+
+
+class LmdbPool(ImagePool):
+    """A BasicSR-style LMDB folder (``NAME.lmdb`` holding ``data.mdb`` and ``meta_info.txt``,
+    one ``key.png (h,w,c) compression`` line per image), read lazily.
+
+    The environment is opened on first use, read-only and without locks (many readers, no
+    writer), and dropped when pickled, so each ``DataLoader`` worker opens its own: an LMDB
+    handle must not cross a fork."""
+
+    def __init__(self, path: str | os.PathLike, name: str = "", cache_bytes: int = DEFAULT_CACHE_BYTES):
+        super().__init__(name, cache_bytes)
+        self.path = str(path)
+        self._env = None
+        self._digests: dict[int, str] = {}
+        meta = Path(self.path) / "meta_info.txt"
+        if meta.is_file():
+            keys = [_lmdb_key(line) for line in meta.read_text().splitlines() if line.strip()]
+        else:  # no meta_info.txt: every key stored, in byte order (LMDB's own)
+            with self.env().begin() as txn:
+                keys = [k.decode() for k, _ in txn.cursor()]
+        self._ids = tuple(keys)
+
+    def env(self):
+        if self._env is None:
+            from .data import DataError
+
+            try:
+                import lmdb
+            except ImportError:
+                raise DataError(f"{self.path} is an LMDB; reading it needs the lmdb package: "
+                                'pip install "unpaired-sr-bench[lmdb]"') from None
+            key = (os.getpid(), os.path.realpath(self.path))
+            env = _LMDB_ENVS.get(key)
+            if env is None:
+                try:
+                    env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, meminit=False)
+                except lmdb.Error as exc:
+                    raise DataError(f"cannot open LMDB {self.path} ({exc}); rebuild it or point to the image folder") from None
+                _LMDB_ENVS[key] = env
+            self._env = env
+        return self._env
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def _bytes(self, i: int) -> bytes:
+        with self.env().begin() as txn:
+            raw = txn.get(self._ids[i].encode())
+        if raw is None:
+            from .data import DataError
+
+            raise DataError(f"{self.label(i)} is listed in meta_info.txt but not stored; rebuild the LMDB")
+        return bytes(raw)
+
+    def digest(self, i: int) -> str:
+        if i not in self._digests:
+            self._digests[i] = hashlib.sha256(self._bytes(i)).hexdigest()
+        return self._digests[i]
+
+    def label(self, i: int) -> str:
+        return f"{self.path}:{self._ids[i]}"
+
+    def _load(self, i: int) -> np.ndarray:
+        import io
+        import zlib
+
+        from PIL import Image, UnidentifiedImageError
+
+        from .data import DataError, _picture_from_pil
+
+        where = self.label(i)
+        try:
+            img = Image.open(io.BytesIO(self._bytes(i)))
+            img.load()
+        except (OSError, SyntaxError, ValueError, EOFError, zlib.error, UnidentifiedImageError) as exc:
+            raise DataError(f"cannot decode {where} ({str(exc)[:120] or type(exc).__name__}); "
+                            "the LMDB entry is corrupt: rebuild the LMDB") from None
+        return np.ascontiguousarray(_picture_from_pil(img, where).pixels, dtype=np.float32)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_env"] = None  # reopened lazily in the receiving process
+        return state
+
+
+def _lmdb_key(line: str) -> str:
+    """``0001.png (1356,2040,3) 1`` -> ``0001``: BasicSR stores each image under its name
+    without the extension (its readers take ``line.split('.')[0]``)."""
+    first = line.split(" ")[0]
+    return first.rsplit(".", 1)[0] if "." in first else first
+
+
 class SubsetPool(ImagePool):
     """Some images of another pool, in the given order (the two halves of a split)."""
 
