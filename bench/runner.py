@@ -213,9 +213,11 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
                 if not ds.has_hr or ds.layout in GIVEN_LAYOUTS:
                     cells.append(Cell(name, ds.name, GIVEN, scale, given_domain(ds, target) if per_domain else ""))
                     continue
-                if per_domain and target is not None and is_real(target):
-                    # fitted to real LR; scored on the synthetic suites asked for (or all of them)
-                    cells += [Cell(name, ds.name, s, scale, target) for s in explicit or default]
+                if per_domain and target is not None:
+                    # fitted to --target; scored on the suites asked for, else on every default suite
+                    # (real LR) or on the target suite itself (a synthetic domain)
+                    suites = explicit or (default if is_real(target) else [target])
+                    cells += [Cell(name, ds.name, s, scale, target) for s in suites]
                     continue
                 suites = explicit or ([target or DEFAULT_TARGET] if per_domain else default)
                 for s in suites:
@@ -396,7 +398,7 @@ class Runner:
         elif meta["source"] == "fit":
             model.budget = meta["budget"].describe()
             self._fit_cached(model, meta)
-        self.store.put_variant(variant, name, self.spec.profile, scale, model.source, domain, model.budget,
+        self.store.put_variant(variant, name, self.spec.profile, scale, model.source, model.domain, model.budget,
                                model.sha256, model.wall_s, {"notes": model.notes, "gaps": list(cls.info.gaps),
                                                             "title": cls.info.title, "family": cls.info.family,
                                                             "upper_bound": cls.info.upper_bound,

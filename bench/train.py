@@ -407,11 +407,12 @@ class PairedPatchSampler(PatchSampler):
         for _ in range(n):
             c, j = self._where[self._randint(len(self._where))]
             hr_pool, lr_pool = self.couples[c]
-            lr = lr_pool.load(j)
-            if lr.shape[0] < p or lr.shape[1] < p:
-                raise BenchError(f"training LR image {lr_pool.label(j)} ({lr.shape[1]}x{lr.shape[0]}) is smaller "
-                                 f"than the LR patch {p}; use a smaller patch or drop the image")
-            hr = hr_pool.load(j)
+            lr, hr = lr_pool.load(j), hr_pool.load(j)
+            if lr.shape[0] < p or lr.shape[1] < p:  # replicate-padded as PatchSampler pads (tiny smoke pools)
+                ph, pw = max(0, p - lr.shape[0]), max(0, p - lr.shape[1])
+                lr = np.pad(lr, ((0, ph), (0, pw), (0, 0)), mode="edge")
+                hr = np.pad(hr[: (lr.shape[0] - ph) * s, : (lr.shape[1] - pw) * s],
+                            ((0, ph * s), (0, pw * s), (0, 0)), mode="edge")
             y, x = self._randint(lr.shape[0] - p + 1), self._randint(lr.shape[1] - p + 1)
             if hr.shape[0] < (y + p) * s or hr.shape[1] < (x + p) * s:
                 raise BenchError(f"training pair {hr_pool.label(j)} / {lr_pool.label(j)}: HR {hr.shape[1]}x"
