@@ -100,6 +100,9 @@ class PoolInfo:
 class _ModCrop:
     """HR cropped to a multiple of the scale (picklable, for loader workers)."""
 
+    #: it drops fewer than ``scale`` rows and columns: the leakage audit reads the base image
+    preserves_content = True
+
     def __init__(self, scale: int):
         self.scale = scale
 
@@ -286,11 +289,6 @@ class TrainingPlan:
     def built(self) -> list[TrainingData]:
         """Every fit input built so far (the leakage audit reads their pools)."""
         return list(self._data.values())
-
-    @staticmethod
-    def cross_roles(pools) -> list[tuple[str, str]]:
-        """Which pools must not share a scene: every source pool with every target pool."""
-        return [(a, b) for a in pools if a.startswith("source") for b in pools if b.startswith("target")]
 
     def describe(self, data: TrainingData) -> dict:
         """The pools one fit saw, for footnotes: {'source': ..., 'target': ..., 'pairs': ...}."""

@@ -596,15 +596,29 @@ class Runner:
                    for c, _, _ in todo):
             return
         pools: dict[str, object] = {}
+        cross: list[tuple[str, str]] = []
+
+        def key(role: str, pool) -> str:
+            for k, p in pools.items():
+                if p is pool:
+                    return k
+            k = f"{role} {pool.name}".strip()
+            pools[k if k not in pools else f"{k} #{len(pools)}"] = pool
+            return next(k for k, p in pools.items() if p is pool)
+
         for data in self.plan.built():
-            for role, pool in (("source", data.source_hr), ("target", data.target_lr),
-                               *((("pairs-hr", data.pairs[0]), ("pairs-lr", data.pairs[1])) if data.pairs else ())):
-                if len(pool) and all(pool is not p for p in pools.values()):
-                    pools[f"{role} {pool.name}".strip()] = pool
+            roles = [("source", data.source_hr), ("target", data.target_lr)]
+            if data.pairs is not None:
+                roles += [("pairs-hr", data.pairs[0]), ("pairs-lr", data.pairs[1])]
+            keys = {role: key(role, pool) for role, pool in roles if len(pool)}
+            # one fit's source and target must not share a scene (per-scale methods see the
+            # whole source pool but no target, so only pools handed to the same fit are crossed)
+            if "source" in keys and "target" in keys:
+                cross.append((keys["source"], keys["target"]))
         if not pools:
             return
         report = audit_pools(pools, datasets, self.spec.scales, cache_dir=self.cache / "audit",
-                             cross=self.plan.cross_roles(pools))
+                             cross=list(dict.fromkeys(cross)))
         self.log(f"leakage audit: {report.summary()}")
 
     def _compute(self, todo: list, by_name: dict, metrics: dict) -> None:

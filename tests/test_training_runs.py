@@ -213,3 +213,18 @@ def test_the_same_fit_with_and_without_loader_workers_gives_identical_weights(tm
         files = [model] if model.is_file() else sorted(p for p in model.rglob("*") if p.is_file())
         sums.append({p.name: p.read_bytes() for p in files})
     assert sums[0] == sums[1] == sums[2]
+
+
+def test_one_scene_in_the_source_and_the_target_folder_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    src = smooth_images(tmp_path / "src", [(64, 64)] * 3, seed=1)
+    test = smooth_images(tmp_path / "test", [(48, 48)], seed=2)
+    lr = smooth_images(tmp_path / "phone", [(16, 16)] * 2, seed=3)
+    Image.open(src / "im2.png").resize((16, 16), Image.BICUBIC).save(lr / "IMG_0042.png")
+    code, _, err = _run(capsys, "--methods", "fssr", "--datasets", f"t={test}", "--suites", "bicubic",
+                        "--source", f"mine={src}", "--target", f"lr:{lr}", "--metrics", "psnr",
+                        "--out", str(tmp_path / "out"))
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "im2.png" in lines[0] and "IMG_0042.png" in lines[0] and "same scene" in lines[0]
