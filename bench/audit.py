@@ -155,11 +155,12 @@ def _features(entries: Sequence[tuple[str, str, Callable[[], np.ndarray]]], cach
 
 
 def _audited(pool):
-    """The pool whose images the audit reads: a mod-crop (at most scale - 1 rows and
-    columns) is audited on its base, so one source pool is read once for all scales."""
+    """The pool whose images the audit reads: a derived pool that keeps its base's scenes
+    (a mod-crop, a synthetic degradation) is audited on its base, so one source pool is
+    read once for all scales and the synthetic target is its half B itself."""
     from .pools import DerivedPool
 
-    while isinstance(pool, DerivedPool) and getattr(pool.fn, "preserves_content", False):
+    while isinstance(pool, DerivedPool) and getattr(pool.fn, "same_scene", False):
         pool = pool.base
     return pool
 

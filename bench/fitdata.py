@@ -101,7 +101,7 @@ class _ModCrop:
     """HR cropped to a multiple of the scale (picklable, for loader workers)."""
 
     #: it drops fewer than ``scale`` rows and columns: the leakage audit reads the base image
-    preserves_content = True
+    same_scene = True
 
     def __init__(self, scale: int):
         self.scale = scale
@@ -115,6 +115,10 @@ class SynthesizedLR:
     """A source HR image degraded by a suite into LR (float [0, 1]): deterministic per
     (suite, image id, seed, draw), picklable for loader workers. ``draw`` > 0 gives other
     noise draws of the same image (the supervised baselines' extra pairs)."""
+
+    #: the LR shows its HR's scene: the leakage audit compares the HR (already read for the
+    #: source side) instead of degrading every image of a 2K pool before the first fit
+    same_scene = True
 
     def __init__(self, suite, scale: int, seed: int, draw: int | None = None):
         self.suite, self.scale, self.seed, self.draw = suite, scale, seed, draw

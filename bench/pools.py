@@ -24,8 +24,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 #: decoded bytes a file-backed pool keeps per process (a 2040 x 1356 float32 image is
-#: 33 MB, so about seven of them): bounded so that a pool of any size fits in memory.
-DEFAULT_CACHE_BYTES = 256 << 20
+#: 33 MB, so about three of them): bounded so that a pool of any size fits in memory.
+#: Random patches from hundreds of 2K images rarely hit a larger cache anyway; what keeps
+#: sampling fast is --subimages (small tiles) and loader workers.
+DEFAULT_CACHE_BYTES = 96 << 20
 
 
 def array_digest(a: np.ndarray) -> str:

@@ -75,9 +75,13 @@ def provenance_lines(runs: Sequence[Mapping]) -> list[str]:
 
 def training_text(meta: Mapping) -> str:
     """", fitted to …" for a fit's footnote: the pools it saw, with counts and manifests."""
-    t = (meta.get("info") or {}).get("training") or {}
-    parts = [f"{role} {desc}" for role, desc in t.items()]
-    return ("; fitted to " + "; ".join(parts)) if parts else ""
+    t = dict((meta.get("info") or {}).get("training") or {})
+    # what the fit is *to* first (its target, the oracle's pairs or degradation), then its source
+    lead = next((t.pop(k) for k in ("target", "pairs", "degradation") if k in t), None)
+    rest = [f"{role}: {desc}" for role, desc in t.items()]
+    if lead is None and not rest:
+        return ""
+    return "; fitted to " + "; ".join(([lead] if lead else []) + rest)
 
 
 def model_lines(variants: Mapping[str, Mapping], used: set[str]) -> list[str]:
