@@ -606,3 +606,18 @@ def unknown_name(kind: str, name: str, known: Sequence[str] | Mapping[str, Any])
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {kind} {name!r}{hint} Known: {', '.join(sorted(known))}"
+
+
+def read_toml(path: str | os.PathLike, what: str, *, missing: str | None = None, error: type = BenchError) -> dict:
+    """A TOML file as a dict. A missing file (when ``missing`` says what to pass instead)
+    or an invalid one is one ``error`` line naming the file and the fix."""
+    import tomllib
+
+    path = Path(path)
+    if missing is not None and not path.is_file():
+        raise error(f"{what} {path} not found; {missing}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML ({exc}); fix the file") from None
+

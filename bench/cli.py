@@ -165,18 +165,13 @@ _NOT_IN_CONFIG = {"config", "print_config", "list", "debug"}
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Flags over a ``--config`` TOML file over the defaults: the file's keys become the
     parser's defaults, so a flag given on the command line always wins."""
-    import tomllib
+    from .adapter import read_toml
 
     first = parser.parse_args(argv)
     if not first.config:
         return first
     path = Path(first.config).expanduser()
-    if not path.is_file():
-        raise BenchError(f"--config {first.config}: no such file; give the path of a run TOML file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"--config {path} is not valid TOML ({exc}); fix the file") from None
+    data = read_toml(path, "--config", missing="give the path of a run TOML file")
     dests = {a.dest: a for a in parser._actions if a.dest not in _NOT_IN_CONFIG and a.dest != "help"}
     defaults = {}
     for key, value in data.items():

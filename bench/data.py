@@ -22,7 +22,7 @@ import numpy as np
 import tomllib
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bench.adapter import BenchError, BenchWarning, unknown_name
+from bench.adapter import BenchError, BenchWarning, read_toml, unknown_name
 
 #: The dataset specs ship inside the package (a wheel carries package data, not a top-level
 #: folder); they cannot be a top-level ``datasets`` package: pyiqa imports the PyPI one.
@@ -618,10 +618,7 @@ def load_specs() -> tuple[DatasetSpec, ...]:
     """Every dataset spec shipped in ``bench/datasets/`` (read once)."""
     out = []
     for f in sorted(specs_dir().glob("*.toml")):
-        try:
-            d = tomllib.loads(f.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise DataError(f"dataset spec {f} is not valid TOML ({exc}); fix the file") from None
+        d = read_toml(f, "dataset spec", error=DataError)
         if "images" in d:  # the embedded set: resolved in code, not under --data-root
             continue
         out.append(DatasetSpec(

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import tomllib
 
-from .adapter import unknown_name
+from .adapter import read_toml, unknown_name
 from .data import DataError, DataWarning, list_images
 from .pools import ConcatPool, FilePool, ImagePool, LmdbPool, SubsetPool
 
@@ -90,10 +89,7 @@ def _role_spec(value, counts) -> RoleSpec:
 
 
 def _parse(f: Path) -> TrainingSetSpec:
-    try:
-        d = tomllib.loads(f.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise DataError(f"training-set spec {f} is not valid TOML ({exc}); fix the file") from None
+    d = read_toml(f, "training-set spec", error=DataError)
     counts = d.get("counts", {})
     bad = set(d.get("roles", {})) - set(ROLES)
     if bad:

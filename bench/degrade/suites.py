@@ -15,9 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import tomllib
 
-from bench.adapter import BenchError, unknown_name
+from bench.adapter import BenchError, read_toml, unknown_name
 from bench.degrade.steps import Blur, Jpeg, Noise, Realistic, Resize, Step
 
 Value = float | int | str
@@ -316,12 +315,7 @@ def _make_step(suite: str, i: int, spec: Any) -> Step:
 
 
 def _read_toml(path: Path) -> dict[str, tuple[Suite, str]]:
-    if not path.is_file():
-        raise BenchError(f"suite file {path} not found; pass the path of a TOML file with [suite.NAME] tables")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"suite file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "suite file", missing="pass the path of a TOML file with [suite.NAME] tables")
     tables = data.get("suite")
     if not isinstance(tables, dict) or not tables:
         raise BenchError(f"suite file {path} declares no suites; add a [suite.NAME] table with steps = [...]")
