@@ -27,7 +27,7 @@ from .adapter import BenchError, Budget, FitReport
 
 #: Bump when a change to shared training code changes what a fit produces; it is part
 #: of every cached fit's key.
-TRAIN_CODE_VERSION = "1"
+TRAIN_CODE_VERSION = "2"  # 2: lazy pools, patches drawn per call from (seed, call index)
 
 
 def torch_generator(seed: int, *parts: object) -> torch.Generator:
@@ -117,23 +117,29 @@ class PatchSampler:
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self._g))
 
-    def _image(self, i: int, pool=None) -> torch.Tensor:
-        """Image ``i`` of the pool as a 3 x H x W view, padded up to the patch. Callers slice
-        and stack it (which copies) and never write to it: the pool's cache owns the pixels."""
-        im = (pool or self.pool).load(i)
+    def _padded(self, i: int) -> np.ndarray:
+        im = self.pool.load(i)
         h, w = im.shape[:2]
         ph, pw = max(0, self.patch - h), max(0, self.patch - w)
-        if ph or pw:
-            im = np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="edge")
-        with warnings.catch_warnings():  # read-only on purpose (see above)
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)
+        return np.pad(im, ((0, ph), (0, pw), (0, 0)), mode="edge") if ph or pw else im
+
+    @staticmethod
+    def _chw(a: np.ndarray) -> torch.Tensor:
+        # copy H x W x 3 into a contiguous 3 x H x W tensor: flips and stacks of a strided
+        # (permuted) view are many times slower than of a contiguous one
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0), dtype=np.float32))
+
+    def _image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as a contiguous 3 x H x W tensor (a copy), padded up to the patch;
+        for samplers that cut several patches of one image (the pair samplers)."""
+        return self._chw(self._padded(i))
 
     def _crop(self, i: int) -> torch.Tensor:
-        im = self._image(i)
-        h, w = im.shape[1:]
+        """A random patch of image ``i``, cut before any copy (a 2K image is not copied)."""
+        im = self._padded(i)
+        h, w = im.shape[:2]
         y, x = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
-        return im[:, y:y + self.patch, x:x + self.patch]
+        return self._chw(im[y:y + self.patch, x:x + self.patch])
 
     def _draw_patches(self, n: int) -> torch.Tensor:
         out = []
@@ -418,8 +424,7 @@ class PairedPatchSampler(PatchSampler):
                 raise BenchError(f"training pair {hr_pool.label(j)} / {lr_pool.label(j)}: HR {hr.shape[1]}x"
                                  f"{hr.shape[0]} is smaller than {s} x LR {lr.shape[1]}x{lr.shape[0]}; "
                                  "the pair is misaligned or at another scale")
-            a = torch.from_numpy(np.array(lr[y:y + p, x:x + p], np.float32)).permute(2, 0, 1)
-            b = torch.from_numpy(np.array(hr[y * s:(y + p) * s, x * s:(x + p) * s], np.float32)).permute(2, 0, 1)
+            a, b = self._chw(lr[y:y + p, x:x + p]), self._chw(hr[y * s:(y + p) * s, x * s:(x + p) * s])
             if self._randint(2):
                 a, b = a.flip(-1), b.flip(-1)
             if self._randint(2):
