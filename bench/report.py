@@ -79,9 +79,9 @@ def training_text(meta: Mapping) -> str:
     # what the fit is *to* first (its target, the oracle's pairs or degradation), then its source
     lead = next((t.pop(k) for k in ("target", "pairs", "degradation") if k in t), None)
     rest = [f"{role}: {desc}" for role, desc in t.items()]
-    if lead is None and not rest:
-        return ""
-    return "; fitted to " + "; ".join(([lead] if lead else []) + rest)
+    if lead is None:  # fitted per scale: only a source pool
+        return ("; trained on " + "; ".join(rest)) if rest else ""
+    return "; fitted to " + "; ".join([lead] + rest)
 
 
 def model_lines(variants: Mapping[str, Mapping], used: set[str]) -> list[str]:
