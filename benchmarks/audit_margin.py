@@ -58,12 +58,28 @@ def main() -> None:
     distinct = [(d, i, j) for d, i, j in pairs if (i, j) != ("img_004", "img_006")]
     within = sorted((float(distance(t14[i], t14[j])[0, 0]), f'Set14 {i}', f'Set14 {j}') for i in t14 for j in t14 if i < j)
     w5 = sorted((float(distance(t5[i], t5[j])[0, 0]), f'Set5 {i}', f'Set5 {j}') for i in t5 for j in t5 if i < j)
-    closest_distinct = min((distinct[0][0], f'Set5 {distinct[0][1]}', f'Set14 {distinct[0][2]}'), within[0], w5[0])
+    # more natural photographs: scikit-image's samples (offline), each a distinct scene
+    import skimage.data as skd
+
+    sk = {}
+    for n in ("astronaut", "chelsea", "coffee", "camera", "rocket", "retina", "hubble_deep_field", "immunohistochemistry",
+              "motorcycle_left", "brick", "grass", "gravel", "colorwheel", "coins", "page", "text", "horse"):  # not "cat": it is chelsea
+        if hasattr(skd, n):
+            x = np.asarray(getattr(skd, n)(), np.float32)
+            x = x / 255.0 if x.max() > 1 else x
+            sk[f"skimage {n}"] = np.repeat(x[..., None], 3, 2) if x.ndim == 2 else x[..., :3]
+    tall = {**{f"Set5 {k}": t5[k] for k in t5}, **{f"Set14 {k}": t14[k] for k in t14},
+            **{k: thumbnail(v) for k, v in sk.items()}}
+    names = list(tall)
+    every = sorted((float(distance(tall[x], tall[y])[0, 0]), x, y) for i, x in enumerate(names) for y in names[i + 1:]
+                   if {x, y} != {"Set5 img_004", "Set14 img_006"})
+    closest_distinct = every[0]
+    print(f"{len(names)} natural images, {len(every)} distinct pairs; closest: {every[:3]}")
     near = {}
     import tempfile
 
     gen = smooth_images(Path(tempfile.mkdtemp()) / "gen", [(96, 128)] * 4, seed=5)
-    images = {**{f"Set14/{k}": v for k, v in set14.items()},
+    images = {**{f"Set14/{k}": v for k, v in set14.items()}, **sk,
               **{f"generated/{f.stem}": read_image(f).pixels for f in sorted(gen.glob("*.png"))}}
     for name, im in images.items():
         t = thumbnail(im)
