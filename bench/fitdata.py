@@ -201,7 +201,7 @@ class TrainingPlan:
                 from .training_sets import resolve_source
 
                 self._source = resolve_source(self.source_text, self.data_root, allow_partial=self.allow_partial)
-            self._note("source", self._source)
+            self._note("source", self._source, self._source_licence())
         return self._source
 
     def tiled(self, pool: ImagePool) -> ImagePool:
@@ -214,6 +214,13 @@ class TrainingPlan:
         if id(pool) not in self._tiles:  # one tiling per pool: it reads every image's header
             self._tiles[id(pool)] = SubImagePool(pool, crop=self.subimages, cache_dir=self.cache_dir, name=pool.name)
         return self._tiles[id(pool)]
+
+    def _source_licence(self) -> str:
+        """The licences of the standard sets named in ``--source`` (a folder has none on record)."""
+        from .training_sets import find_training_spec
+
+        specs = [find_training_spec(e.split("=", 1)[0].strip()) for e in (self.source_text or "").split(",")]
+        return "; ".join(dict.fromkeys(sp.licence for sp in specs if sp is not None and sp.licence))
 
     def _note(self, role: str, pool: ImagePool, licence: str = "") -> None:
         self.pools[role] = PoolInfo(role, pool.name or role, len(pool), pool.manifest(), licence)
@@ -295,15 +302,28 @@ class TrainingPlan:
         return list(self._data.values())
 
     def describe(self, data: TrainingData) -> dict:
-        """The pools one fit saw, for footnotes: {'source': ..., 'target': ..., 'pairs': ...}."""
-        out = {"source": f"{data.source_hr.name or 'source'}, {len(data.source_hr):,} images, "
-                         f"manifest {data.source_hr.manifest()[:8]}…"} if len(data.source_hr) else {}
+        """The pools one fit saw, for footnotes: {'source': ..., 'target': ..., 'pairs': ...}.
+        Manifests are of the images as stored (a mod-crop is not a new pool), so they match
+        report.md's training-set table."""
+        out = {}
+        if len(data.source_hr):
+            out["source"] = _pool_text(data.source_hr, data.source_hr.name or "source")
         if len(data.target_lr):
             name = data.target_lr.name if data.target_lr.name.startswith("synthetic") else data.domain
-            out["target"] = (f"{name or data.target_lr.name}, {len(data.target_lr):,} images, "
-                             f"manifest {data.target_lr.manifest()[:8]}…")
+            out["target"] = _pool_text(data.target_lr, name or data.target_lr.name)
         if data.pairs is not None:
-            out["pairs"] = f"{data.domain} train pairs, {len(data.pairs[0]):,}, manifest {data.pairs[1].manifest()[:8]}…"
+            out["pairs"] = _pool_text(data.pairs[1], f"{data.domain} train pairs")
         if data.degradation is not None:
             out["degradation"] = getattr(data.degradation, "name", str(data.degradation))
         return out
+
+
+def _stored(pool: ImagePool) -> ImagePool:
+    while isinstance(pool, DerivedPool) and isinstance(pool.fn, _ModCrop):
+        pool = pool.base
+    return pool
+
+
+def _pool_text(pool: ImagePool, name: str) -> str:
+    return PoolInfo("", name, len(pool), _stored(pool).manifest()).describe()
+
