@@ -48,9 +48,8 @@ from .adapter import (
     unknown_name,
 )
 from .store import CellKey, Store, StoreError, matches
-from .train import loading
 from .fitdata import NO_TARGET, NotFitted, TrainingPlan, domain_label, is_real, target_domain
-from .train import TRAIN_CODE_VERSION
+from .train import TRAIN_CODE_VERSION, loading
 
 #: Suites run on the embedded default (issue 3): methods fitted per scale or not at all
 #: get every synthetic family; methods fitted per domain get the target domain only.
