@@ -407,12 +407,15 @@ class SubImagePool(ImagePool):
             raise ValueError(f"sub-image crop must be positive, got {crop}")
         self.base, self.crop, self.step = base, int(crop), int(step or crop)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._tiles: list[tuple[int, int, int]] = []  # (base index, y, x)
+        self._tiles: list[tuple[int, int, int]] = []  # (base index, y, x), image by image
+        self._first: list[int] = []  # index of each base image's first tile
         for b in range(len(base)):
+            self._first.append(len(self._tiles))
             h, w = base.size(b)
             for y in self._starts(h):
                 for x in self._starts(w):
                     self._tiles.append((b, y, x))
+        self._first.append(len(self._tiles))
         self._ids = tuple(f"{base.ids[b]}@{y},{x}" for b, y, x in self._tiles)
 
     def _starts(self, n: int) -> list[int]:
@@ -450,9 +453,9 @@ class SubImagePool(ImagePool):
         b, y, x = self._tiles[i]
         im = self.base.load(b)
         if path is not None:  # cut every tile of this image at once: the decode is the cost
-            for k, (bb, yy, xx) in enumerate(self._tiles):
-                if bb == b:
-                    _write_tile(self._tile_path(k), im[yy:yy + self.crop, xx:xx + self.crop])
+            for k in range(self._first[b], self._first[b + 1]):
+                _, yy, xx = self._tiles[k]
+                _write_tile(self._tile_path(k), im[yy:yy + self.crop, xx:xx + self.crop])
         return np.ascontiguousarray(im[y:y + self.crop, x:x + self.crop])
 
 

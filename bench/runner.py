@@ -597,13 +597,13 @@ class Runner:
         pools: dict[str, object] = {}
         cross: list[tuple[str, str]] = []
 
-        def key(role: str, pool) -> str:
-            for k, p in pools.items():
-                if p is pool:
-                    return k
-            k = f"{role} {pool.name}".strip()
-            pools[k if k not in pools else f"{k} #{len(pools)}"] = pool
-            return next(k for k, p in pools.items() if p is pool)
+        def key(role: str, pool) -> str:  # one key per pool object, unique even where names repeat
+            known = next((k for k, p in pools.items() if p is pool), None)
+            if known is None:
+                known = f"{role} {pool.name}".strip()
+                known = known if known not in pools else f"{known} #{len(pools)}"
+                pools[known] = pool
+            return known
 
         for data in self.plan.built():
             roles = [("source", data.source_hr), ("target", data.target_lr)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -148,16 +147,18 @@ class PatchSampler:
             out.append(self._augment(p) if self.augment else p)
         return torch.stack(out).contiguous()
 
-    def _augment(self, t: torch.Tensor) -> torch.Tensor:
+    def _augment(self, t: torch.Tensor, *more: torch.Tensor):
         """Random horizontal flip, vertical flip and transpose of the last two axes, in that
-        order (three draws); subclasses apply it to a whole image or a stack of patches."""
+        order (three draws), the same for ``t`` and every tensor in ``more`` (an aligned LR
+        and HR patch); subclasses apply it to a whole image or a stack of patches."""
+        ts = (t, *more)
         if self._randint(2):
-            t = t.flip(-1)
+            ts = tuple(x.flip(-1) for x in ts)
         if self._randint(2):
-            t = t.flip(-2)
+            ts = tuple(x.flip(-2) for x in ts)
         if self._randint(2):
-            t = t.transpose(-1, -2)
-        return t
+            ts = tuple(x.transpose(-1, -2) for x in ts)
+        return ts if more else ts[0]
 
     # -- calls ------------------------------------------------------------------
     def _compute(self, kind: str, n: int, call: int):
@@ -425,12 +426,7 @@ class PairedPatchSampler(PatchSampler):
                                  f"{hr.shape[0]} is smaller than {s} x LR {lr.shape[1]}x{lr.shape[0]}; "
                                  "the pair is misaligned or at another scale")
             a, b = self._chw(lr[y:y + p, x:x + p]), self._chw(hr[y * s:(y + p) * s, x * s:(x + p) * s])
-            if self._randint(2):
-                a, b = a.flip(-1), b.flip(-1)
-            if self._randint(2):
-                a, b = a.flip(-2), b.flip(-2)
-            if self._randint(2):
-                a, b = a.transpose(-1, -2), b.transpose(-1, -2)
+            a, b = self._augment(a, b)
             lrs.append(a)
             hrs.append(b)
         return torch.stack(lrs).contiguous(), torch.stack(hrs).contiguous()
