@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .adapter import BenchError, BenchWarning
 
-COMMANDS = ("run", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves", "repair")
+COMMANDS = ("run", "fit", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves", "repair")
 
 EPILOG = """\
 examples:
@@ -38,7 +38,7 @@ Results go to --out (default results/): results.sqlite (the store), summary.csv
 (method,variant,dataset,suite,scale,protocol,metric,value,n_images), results.md,
 results.tex, results.json, runtime.md. A second run computes only what is missing.
 
-other commands: check-adapter, timing, degrade, tables, repair, paper, fidelity, curves (each has --help)
+other commands: fit, check-adapter, timing, degrade, tables, repair, paper, fidelity, curves (each has --help)
 """
 
 
@@ -97,6 +97,49 @@ def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> N
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"takes a count >= 0, got {text!r}")
+    return v
+
+
+def add_training(p: argparse.ArgumentParser) -> None:
+    """How fits are trained, saved and watched (the benchmark run fits too)."""
+    g = p.add_argument_group(
+        "training", "Budget.batch_size is the TOTAL batch of a step: under torchrun each of N ranks takes 1/N of "
+                    "it, so N ranks see what one process would and the learning rate is never rescaled. "
+                    "--iterations, --amp and --channels-last change the fit key and the table label.")
+    g.add_argument("--iterations", type=_positive, default=None, metavar="N",
+                   help="train for N iterations instead of the profile's length [the profile's]")
+    g.add_argument("--amp", choices=("bf16",), default=None,
+                   help="train under bf16 autocast (no loss scaling needed; fp16 is not offered) [fp32; on CUDA "
+                        "the TF32 flags are recorded with it]")
+    g.add_argument("--channels-last", action="store_true", help="train in channels-last memory format")
+    g.add_argument("--save-every", type=_count, default=5000, metavar="N",
+                   help="save the training state every N steps and at each stage boundary (newest two kept, "
+                        "under OUT/cache/resume/<fit key>); rerunning a killed command resumes from it; 0: stage "
+                        "boundaries only [%(default)s]")
+    g.add_argument("--val-every", type=_count, default=0, metavar="N",
+                   help="every N steps, PSNR (NIQE on an LR-only set) of 3 images of the first dataset, written to "
+                        "train_log.csv beside the losses; for watching only, never for choosing a checkpoint [off]")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write the losses and monitoring values for TensorBoard (the [tensorboard] extra)")
+
+
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_bench.py",
@@ -130,6 +173,7 @@ def run_parser() -> argparse.ArgumentParser:
                    help="train on SIDE x SIDE tiles of the source images (stride SIDE, plus tiles flush with the "
                         "edges), cut once and cached under OUT/cache by content, as BasicSR's extract_subimages "
                         "(480 for DIV2K): a patch then decodes a tile, not a 2K image. Changes the fit key [off]")
+    add_training(p)
     p.add_argument("--metrics", default="psnr,ssim,lpips,niqe", help="comma list [%(default)s]")
     p.add_argument("--protocol", choices=("paper-y", "rgb"), default="paper-y",
                    help="PSNR/SSIM protocol: paper-y = Y of BT.601, crop = scale (RCAN/EDSR/DASR tables); "
@@ -289,7 +333,10 @@ def spec_from_args(a: argparse.Namespace, **over):
         adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
         tile=getattr(a, "tile", None), target=getattr(a, "target", None), source=getattr(a, "source", None),
         allow_partial=getattr(a, "allow_partial", False), loader_workers=getattr(a, "loader_workers", 0),
-        subimages=getattr(a, "subimages", 0),
+        subimages=getattr(a, "subimages", 0), iterations=getattr(a, "iterations", None),
+        amp=getattr(a, "amp", None), channels_last=getattr(a, "channels_last", False),
+        save_every=getattr(a, "save_every", 5000), val_every=getattr(a, "val_every", 0),
+        tensorboard=getattr(a, "tensorboard", False),
         suite_file=getattr(a, "suite_file", None), recompute=tuple(getattr(a, "recompute", ())), **over,
     )
 
@@ -337,6 +384,60 @@ def cmd_run(argv: list[str]) -> int:
         for f in runner.failures:
             print(f"  {f}", file=sys.stderr)
     return code
+
+
+FIT_EPILOG = """\
+examples:
+  python run_bench.py fit --methods fssr,dasr-wang --profile paper --source DF2K --target NTIRE2020-T1 \\
+      --data-root DATA --datasets NTIRE2020-T1 --val-every 5000
+  torchrun --nproc_per_node 8 run_bench.py fit --methods fssr --profile paper --source DIV2K-train ...
+  torchrun --nnodes 2 --node_rank 0 --rdzv_backend c10d --rdzv_endpoint HEAD:29500 --nproc_per_node 8 \\
+      run_bench.py fit ...        (the same on the second node with --node_rank 1)
+
+A fit killed at any point resumes when the same command is run again (from its newest
+saved state). The benchmark run with the same flags then finds the fits in OUT/cache/fits
+and evaluates them. Each fit folder holds model, fit.json and train_log.csv.
+"""
+
+
+def cmd_fit(argv: list[str]) -> int:
+    """Train without evaluating: for jobs that run for days, on one process or under torchrun."""
+    p = run_parser()
+    p.prog, p.epilog = "run_bench.py fit", FIT_EPILOG
+    p.description = ("Train the fits a benchmark run with the same flags would use, and evaluate nothing. Under "
+                     "torchrun every rank runs this command; rank 0 alone writes state, fits and the store.")
+    a = parse_with_config(p, argv)
+    if a.list:
+        return do_list(a.list)
+    spec = spec_from_args(a)
+    if a.print_config:
+        print(config_toml(spec), end="")
+        return 0
+    from . import ddp
+    from .runner import Runner, resolve_device
+
+    if a.threads is not None:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    w = ddp.init(resolve_device(spec.device))
+    try:
+        if w.main:
+            runner = Runner(spec, log=lambda s: print(s, flush=True), cache=a.cache)
+        else:
+            from .distributed import RecordingStore
+
+            runner = Runner(spec, log=lambda s: None, store=RecordingStore(), cache=a.cache)
+        code = runner.fit_only()
+        if w.main:
+            runner.store.close()
+            print(f"done in {time.perf_counter() - t0:.1f}s")
+            for f in runner.failures:
+                print(f"  failed: {f}", file=sys.stderr)
+        return code
+    finally:
+        ddp.shutdown()
 
 
 def cmd_check_adapter(argv: list[str]) -> int:
@@ -493,7 +594,7 @@ def cmd_curves(argv: list[str]) -> int:
     return curves_main(argv)
 
 
-HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
+HANDLERS = {"fidelity": cmd_fidelity, "curves": cmd_curves, "run": cmd_run, "fit": cmd_fit, "check-adapter": cmd_check_adapter, "timing": cmd_timing, "degrade": cmd_degrade,
             "tables": cmd_tables, "paper": cmd_paper, "repair": cmd_repair}
 
 

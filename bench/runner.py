@@ -49,7 +49,8 @@ from .adapter import (
 )
 from .store import CellKey, Store, StoreError, matches
 from .fitdata import NO_TARGET, NotFitted, TrainingPlan, domain_label, is_real, target_domain
-from .train import TRAIN_CODE_VERSION, loading
+from . import ddp
+from .train import TRAIN_CODE_VERSION, LoopOptions, loading, loop_options, precision_label
 
 #: Suites run on the embedded default (issue 3): methods fitted per scale or not at all
 #: get every synthetic family; methods fitted per domain get the target domain only.
@@ -94,6 +95,14 @@ class RunSpec:
     save_sr: bool = False  # also write SR PNGs under out/sr/ (figures read them)
     init: tuple[tuple[str, str], ...] = ()  # (method, file): pretrained starting points
     precision: str = "fp32"
+    #: training switches (they enter the fit key and the variant label)
+    iterations: int | None = None  # overrides the profile's length
+    amp: str | None = None  # "bf16": autocast in training
+    channels_last: bool = False
+    #: how a fit is run and watched (no number changes)
+    save_every: int = 5000  # steps between saves of the training state (and at each stage boundary)
+    val_every: int = 0  # steps between monitoring rows in train_log.csv (0: none)
+    tensorboard: bool = False
     verify_weights: bool = True  # sha256 of ImageNet weight files; off only in tests with stand-ins
     recompute: tuple[str, ...] = ()  # method/dataset/suite/xSCALE patterns computed again even if stored
 
@@ -105,6 +114,8 @@ class RunSpec:
         d.pop("jobs")  # how many workers does not change any number
         d.pop("recompute")  # nor does forcing a recomputation
         d.pop("loader_workers")  # nor how many processes cut the (seeded, per-iteration) patches
+        for k in ("save_every", "val_every", "tensorboard"):  # nor saving and watching a fit
+            d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -244,7 +255,7 @@ class Runner:
     def __init__(self, spec: RunSpec, *, log=print, store=None, cache: str | Path | None = None):
         self.spec = spec
         self.log = log
-        self.device = resolve_device(spec.device)
+        self.device = ddp.device_for(resolve_device(spec.device))  # cuda:LOCAL_RANK under torchrun
         self.out = Path(spec.out)
         # --cache: LR and fit caches on storage every cluster worker sees (bench/distributed.py)
         self.cache = Path(cache) if cache else self.out / "cache"
@@ -337,16 +348,36 @@ class Runner:
             data = self.training_data(cls, scale, domain, test_ids)
             probe = self.build(name, scale, device="cpu")
             budget = probe.default_budget()
+            if self.spec.iterations:
+                budget = dataclasses.replace(budget, iterations=self.spec.iterations)
+            switches = self.training_switches()
             key = hashlib.sha256("|".join([
                 name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
-                TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision,
+                TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision, *switches.values(),
                 *self.fit_files(cls, name),
             ]).encode()).hexdigest()
-            v = (f"{self.spec.profile}:fit-{key[:8]}",
+            v = (f"{self.variant_tag()}:fit-{key[:8]}",
                  {"source": "fit", "fit_key": key, "data": data, "budget": budget,
-                  "training": self.plan.describe(data)})
+                  "training": {**self.plan.describe(data), **switches}})
         self._variants[k] = v
         return v
+
+    def training_switches(self) -> dict[str, str]:
+        """What a fit's numbers depend on besides its data and budget: the training
+        precision (on CUDA with the TF32 flags: cuDNN convolutions use TF32 by default, so
+        "fp32" says which) and the memory format."""
+        return {"train_precision": precision_label(self.device, self.spec.amp),
+                "memory_format": "channels_last" if self.spec.channels_last else "contiguous"}
+
+    def variant_tag(self) -> str:
+        """The profile, and every training switch that differs from it: ``quick@500it+bf16``."""
+        spec = self.spec
+        tag = spec.profile + (f"@{spec.iterations}it" if spec.iterations else "")
+        if spec.amp:
+            tag += f"+{spec.amp}"
+        elif self.device.startswith("cuda") and "TF32 conv on" in precision_label(self.device, None):
+            tag += "+tf32"
+        return tag + ("+channels-last" if spec.channels_last else "")
 
     def load_release(self, method: Method, name: str, scale: int, path: str) -> None:
         """Load a released file; where it does not fit but another variant's network does
@@ -408,31 +439,90 @@ class Runner:
 
     def _fit_cached(self, model: Model, meta: dict) -> None:
         folder = self.fit_folder(meta)
-        with fit_lock(folder, self.log):
+        # in a data-parallel fit rank 0 holds the lock and decides; the other ranks follow it
+        with fit_lock(folder, self.log) if ddp.world().main else contextlib.nullcontext():
             self._fit_or_load(model, meta, folder)
+
+    def resume_folder(self, meta: dict) -> Path:
+        """Where a fit's training state lives until the fit is in the cache (``save_fit``
+        replaces the fit folder, so the state cannot live there)."""
+        return self.cache / "resume" / meta["fit_key"]
 
     def _fit_or_load(self, model: Model, meta: dict, folder: Path) -> None:
         ckpt = folder / "model"
         report_path = folder / "fit.json"
         data: TrainingData = meta["data"]
-        if report_path.exists():
+        w = ddp.world()
+        if ddp.all_objects(report_path.exists())[0]:
             model.method.load_checkpoint(ckpt)
             rep = json.loads(report_path.read_text())
         else:
             name = model.method.info.name
-            self.log(f"fitting {name} x{model.method.scale}"
-                     + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()})")
+            if w.main:
+                self.log(f"fitting {name} x{model.method.scale}"
+                         + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()}"
+                         + (f", {w.size} ranks" if w.size > 1 else "") + ")")
             t0 = time.perf_counter()
-            with loading(model.method.context.loader_workers):  # workers cut the same patches as the fit would
+            with loading(model.method.context.loader_workers), loop_options(self.loop_options(model, meta)):
                 report = model.method.fit(fit_input(name, data), meta["budget"])
             wall = time.perf_counter() - t0
-            rep = self.save_fit(model.method, meta, report, wall)
+            if w.size > 1:
+                report.notes.append(f"trained data-parallel on {w.size} ranks ({torch.distributed.get_backend()}): "
+                                    f"batch {meta['budget'].batch_size} in total, {meta['budget'].batch_size // w.size} "
+                                    "per rank, batch norm per rank")
+            if w.main:
+                rep = self.save_fit(model.method, meta, report, wall)
+                shutil.rmtree(self.resume_folder(meta), ignore_errors=True)  # the fit is whole: its state goes
+            ddp.barrier()
+            rep = json.loads(report_path.read_text())
             # reload what was saved so a fresh fit and a cached one infer from identical weights
             model.method.load_checkpoint(ckpt)
-            self.log(f"  {name}: {report.iterations} iterations in {wall:.1f}s")
+            if w.main:
+                self.log(f"  {name}: {report.iterations} iterations in {wall:.1f}s")
         model.wall_s = rep.get("fit_wall_s")
         model.notes = list(dict.fromkeys(rep.get("notes", [])))
         model.sha256 = sha256_file(ckpt)
+
+    def loop_options(self, model: Model, meta: dict) -> LoopOptions:
+        spec, resume = self.spec, self.resume_folder(meta)
+        return LoopOptions(resume_dir=str(resume), save_every=spec.save_every, amp=spec.amp,
+                           channels_last=spec.channels_last, val_every=spec.val_every,
+                           monitor=self.monitor(model) if spec.val_every else None,
+                           log_file=str(resume / "train_log.csv"),
+                           tensorboard=str(resume / "tensorboard") if spec.tensorboard else None, log=self.log)
+
+    def monitor(self, model: Model, n: int = 3):
+        """For watching a fit only (never for choosing a checkpoint: ``valid`` is the test
+        split): PSNR on the first ``n`` images of the run's first dataset with HR, in the
+        domain the method is fitted to (bicubic for per-scale fits); NIQE on an LR-only set."""
+        from .data import resolve_datasets
+        from .metrics import create_metric
+
+        spec, method = self.spec, model.method
+        ds = resolve_datasets(spec.datasets, spec.data_root, spec.scales)[0]
+        items = ds.items_at(method.scale)[:n]
+        if ds.layout in GIVEN_LAYOUTS or not ds.has_hr:
+            suite = GIVEN
+        else:
+            suite = model.domain if model.domain and self.is_suite(model.domain) else "bicubic"
+        name = "psnr" if ds.has_hr else "niqe"
+        metric = create_metric(name, protocol=spec.protocol, scale=method.scale, device="cpu")
+        lrs = [(item, self.lr_for(ds, item, suite, method.scale)) for item in items]
+
+        def watch() -> dict[str, float]:
+            srs = [(item.id, self.upscale(method, lr)) for item, lr in lrs]
+            refs = [self.hr_for(ds, item, method.scale) if ds.has_hr else None for item, _ in lrs]
+            values = score_cell(srs, refs, [name], {name: metric}, 1)
+            return {f"{name}/{ds.name}/{suite}": float(np.mean(list(values.values())))}
+
+        return watch
+
+    def is_suite(self, name: str) -> bool:
+        try:
+            self.suite(name)
+        except BenchError:
+            return False
+        return True
 
     def fit_folder(self, meta: dict) -> Path:
         return self.cache / "fits" / meta["fit_key"]
@@ -444,8 +534,16 @@ class Runner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         method.save_checkpoint(tmp / "model")
-        rep = {**report.to_dict(), "fit_wall_s": wall, "budget": meta["budget"].describe()}
+        rep = {**report.to_dict(), "fit_wall_s": wall, "budget": meta["budget"].describe(),
+               "ranks": ddp.world().size, **{k: v for k, v in meta.get("training", {}).items()
+                                              if k in ("train_precision", "memory_format")}}
         (tmp / "fit.json").write_text(json.dumps(rep, indent=1, default=str))
+        resume = self.resume_folder(meta)
+        for watched in ("train_log.csv", "tensorboard"):  # the fit's log travels with it
+            if (resume / watched).is_file():
+                shutil.copy2(resume / watched, tmp / watched)
+            elif (resume / watched).is_dir():
+                shutil.copytree(resume / watched, tmp / watched)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         return rep
@@ -584,6 +682,46 @@ class Runner:
             self._time_models(names, datasets)
         status = "failed" if self.failures else "done"
         self.store.end_run(self.run_id, status)
+        return 1 if self.failures else 0
+
+    def fit_only(self) -> int:
+        """``run_bench.py fit``: train (or find cached) every learned method's fits that the
+        benchmark run with the same flags would use, and evaluate nothing."""
+        from .data import resolve_datasets
+
+        spec = self.spec
+        names = method_names(spec)
+        datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
+        self.prepare(datasets)
+        cells = plan_cells(spec, names, datasets, spec.scales)
+        self.check_before_work(names, datasets, cells)
+        fits: dict[tuple[str, int, str], Cell] = {}
+        for c in cells:
+            if resolve_variant(c.method)[0].info.learned and c.method not in self.checkpoints:
+                fits.setdefault((c.method, c.scale, c.domain), c)
+        todo = []
+        for c in fits.values():
+            try:
+                self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+                todo.append((c, None, None))
+            except NotFitted as exc:
+                self.log(f"  not fitted: {c.method} x{c.scale}: {exc}")
+            except BenchError as exc:
+                self.failures.append(f"{c.method} x{c.scale}: {exc}")
+                self.log(f"FAILED {c.method} x{c.scale}: {exc}")
+        self.log(f"{len(todo)} fit(s) to train or find in {self.cache / 'fits'} (device {self.device}, profile "
+                 f"{spec.profile}{', ' + str(ddp.world().size) + ' ranks' if ddp.world().size > 1 else ''})")
+        self.audit(datasets, todo)
+        for c, _, _ in todo:
+            variant, meta = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+            try:
+                self.model_for(c.method, c.scale, c.domain, self.test_ids)
+            except BenchError as exc:
+                self.failures.append(f"{c.method} x{c.scale}: {exc}")
+                self.log(f"FAILED {c.method} x{c.scale}: {exc}")
+                continue
+            self.log(f"  {c.method} x{c.scale}{' on ' + c.domain if c.domain else ''}: {variant} in "
+                     f"{self.fit_folder(meta)}")
         return 1 if self.failures else 0
 
     def audit(self, datasets, todo: list) -> None:

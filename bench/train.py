@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -166,6 +167,16 @@ class PatchSampler:
         return getattr(self, f"_draw_{kind}")(n)
 
     def _call(self, kind: str, n: int):
+        """Call ``self.calls`` of ``n`` items: in a data-parallel fit ``n`` is the step's
+        total batch and this rank gets its slice (bench/ddp.py)."""
+        from . import ddp
+
+        w = ddp.world()
+        if w.size > 1:
+            ddp.rank_batch(n)  # refuses a batch that does not split
+        return ddp.shard(self._next(kind, n), w)
+
+    def _next(self, kind: str, n: int):
         call = self.calls
         self.calls += 1
         if not self.workers:
@@ -239,29 +250,227 @@ def probing(probe: TrainingProbe) -> Iterator[TrainingProbe]:
         _PROBE.reset(token)
 
 
-def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, desc: str,
-                 log_every: int = 10, report: FitReport | None = None) -> FitReport:
-    """Call ``step(i)`` for ``budget.iterations``, with a progress bar."""
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a fit (e.g. a degradation model, then the SR network): ``step(i)`` is
+    called with the iteration index within the stage and returns {loss name: value}."""
+
+    name: str
+    step: Callable[[int], Mapping[str, float]]
+    iterations: int
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the loop runs a fit; set around ``Method.fit`` with :func:`loop_options` (a
+    context variable, like :func:`probing`, so ``fit(data, budget)`` keeps its signature).
+
+    ``resume_dir``: where the training state is saved and found again (None: not saved);
+    ``save_every``: steps between saves (each stage boundary is saved as well);
+    ``amp``: ``"bf16"`` runs every step under autocast (bf16 needs no loss scaling);
+    ``channels_last``: registered networks in channels-last memory format;
+    ``val_every`` / ``monitor``: every so many steps rank 0 calls ``monitor()`` (RNG and
+    train/eval modes are restored after it, so watching never changes the fit);
+    ``log_file``: the long-format ``train_log.csv``; ``tensorboard``: a SummaryWriter folder.
+    """
+
+    resume_dir: str | None = None
+    save_every: int = 0
+    amp: str | None = None
+    channels_last: bool = False
+    val_every: int = 0
+    monitor: Callable[[], Mapping[str, float]] | None = None
+    log_file: str | None = None
+    tensorboard: str | None = None
+    log: Callable[[str], None] = print
+
+
+_OPTIONS: ContextVar[LoopOptions] = ContextVar("unpaired_sr_bench_loop_options", default=LoopOptions())
+
+
+@contextmanager
+def loop_options(options: LoopOptions) -> Iterator[LoopOptions]:
+    token = _OPTIONS.set(options)
+    try:
+        yield options
+    finally:
+        _OPTIONS.reset(token)
+
+
+class TrainLog:
+    """``train_log.csv`` (iteration, stage, kind, name, value, elapsed_s; one row per value,
+    so stages with other losses share one file) and TensorBoard scalars when installed.
+    A resumed fit first drops the rows of the steps it is about to run again."""
+
+    HEADER = "iteration,stage,kind,name,value,elapsed_s\n"
+
+    def __init__(self, path: str | None, tensorboard: str | None, resume_at: int):
+        self.path = Path(path) if path else None
+        self.tb = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            kept = []
+            if self.path.exists():
+                for line in self.path.read_text().splitlines()[1:]:
+                    it, _, kind = (line.split(",", 3) + ["", ""])[:3]
+                    # loss rows of the steps done, validation rows up to the save (both come again after it)
+                    if it.isdigit() and (int(it) < resume_at or (kind == "valid" and int(it) <= resume_at)):
+                        kept.append(line + "\n")
+            self.path.write_text(self.HEADER + "".join(kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                pass  # optional extra: pip install -e ".[tensorboard]"
+            else:
+                self.tb = SummaryWriter(tensorboard, purge_step=resume_at + 1)
+
+    def write(self, iteration: int, stage: str, kind: str, values: Mapping[str, float], elapsed: float) -> None:
+        if self.path is not None:
+            with self.path.open("a") as fh:
+                fh.writelines(f"{iteration},{stage},{kind},{k},{v:.6g},{elapsed:.2f}\n" for k, v in values.items())
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(f"{kind}/{k}", v, iteration)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _watch(monitor: Callable[[], Mapping[str, float]], modules: Sequence[nn.Module]) -> dict[str, float]:
+    """Run the monitor without touching the fit: the same RNG streams and train/eval modes after it."""
+    from .resume import rng_state, set_rng_state
+
+    modes = [(m, m.training) for top in modules for m in top.modules()]
+    rng = rng_state()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in monitor().items()}
+    finally:
+        set_rng_state(rng)
+        for m, mode in modes:
+            m.training = mode
+
+
+def run_stages(stages: Sequence[Stage], budget: Budget, *, desc: str, state=None,
+               report: FitReport | None = None, log_every: int = 10) -> FitReport:
+    """Run ``stages`` in order, each for its own iterations, with one progress bar (it/s,
+    ETA over the whole fit). History rows carry the step index over the whole fit.
+
+    ``state`` (a :class:`bench.resume.TrainState`): what the fit registered. With it and a
+    ``resume_dir`` in the :class:`LoopOptions`, the state is saved every ``save_every``
+    steps and at each stage boundary, and a rerun resumes from the newest save. Without it
+    the fit runs but cannot resume. One fit runs one ``run_stages`` call (all its stages)."""
+    from . import ddp
+    from .resume import StateFiles, rng_state, set_rng_state
+
     report = report or FitReport()
+    opts = _OPTIONS.get()
+    w = ddp.world()
+    plan = [[s.name, int(s.iterations)] for s in stages]
+    total = sum(max(0, n) for _, n in plan)
+    modules = state.modules() if state is not None else []
+    if opts.channels_last:
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
+    files = StateFiles(opts.resume_dir) if opts.resume_dir and state is not None else None
+    start_k, start_i, done, prior_wall = 0, 0, 0, 0.0
+    saved = files.latest(opts.log) if files is not None else None
+    if saved is not None:
+        if saved["desc"] != desc or saved["plan"] != plan:
+            raise BenchError(f"the training state in {files.folder} is of {saved['desc']} {saved['plan']}, not of "
+                             f"{desc} {plan}; delete that folder to start this fit over")
+        if len(saved["rng"]) != w.size:
+            raise BenchError(f"the training state in {files.folder} was saved by {len(saved['rng'])} rank(s); "
+                             f"resume it with as many (torchrun --nproc_per_node), or delete the folder")
+        state.load_state_dict(saved["objects"])
+        set_rng_state(saved["rng"][w.rank])
+        report.history = [dict(r) for r in saved["history"]]
+        start_k, start_i, done, prior_wall = saved["stage"], saved["iteration"], saved["done"], saved["wall_s"]
+        if w.main:
+            where = f"stage {plan[start_k][0]} iteration {start_i}/{plan[start_k][1]}" if start_k < len(plan) else "the end"
+            opts.log(f"{desc}: resumed from iteration {done} of {total} ({where}), saved in {files.folder}")
+    log = TrainLog(opts.log_file, opts.tensorboard, done) if w.main else TrainLog(None, None, 0)
     start = time.perf_counter()
-    disable = os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1"
-    bar = tqdm(range(budget.iterations), desc=desc, leave=False, disable=disable, dynamic_ncols=True)
+    disable = os.environ.get("UNPAIRED_SR_BENCH_NO_PROGRESS") == "1" or not w.main
+    bar = tqdm(total=total, initial=done, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
     probe = _PROBE.get()
-    for i in bar:
-        faults.reached("fit-step")
-        losses = {k: float(v) for k, v in step(i).items()}
-        for k, v in losses.items():
-            if not np.isfinite(v):
-                raise BenchError(f"{desc}: loss {k} became {v} at iteration {i}; lower the learning rate or check the data")
-        if i % log_every == 0 or i == budget.iterations - 1:
-            report.history.append({"iteration": i, **losses})
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(losses.items())[:3]})
-        report.iterations = i + 1
-        if probe is not None:
-            probe.after_step(desc)
-    bar.close()
-    report.wall_s += time.perf_counter() - start
+    amp = torch.autocast(device_type=_device_type(modules), dtype=torch.bfloat16) if opts.amp == "bf16" else None
+
+    def save(k: int, i: int) -> None:
+        rng = ddp.all_objects(rng_state())  # every rank's streams: a collective, so every rank calls it
+        if w.main:
+            files.save(done, {"desc": desc, "plan": plan, "stage": k, "iteration": i, "done": done,
+                              "objects": state.state_dict(), "rng": rng, "history": report.history,
+                              "wall_s": prior_wall + time.perf_counter() - start})
+
+    try:
+        for k, stage in enumerate(stages):
+            if k < start_k or stage.iterations <= 0:
+                continue
+            bar.set_description(f"{desc} [{stage.name}]" if len(stages) > 1 else desc)
+            for i in range(start_i if k == start_k else 0, stage.iterations):
+                faults.reached("fit-step")
+                if amp is not None:
+                    with amp:
+                        out = stage.step(i)
+                else:
+                    out = stage.step(i)
+                losses = {name: float(v) for name, v in out.items()}
+                for name, v in losses.items():
+                    if not np.isfinite(v):
+                        raise BenchError(f"{desc}: loss {name} became {v} at iteration {done}; lower the learning "
+                                         "rate or check the data")
+                last = i == stage.iterations - 1
+                if i % log_every == 0 or last:
+                    report.history.append({"iteration": done, **losses})
+                    bar.set_postfix({name: f"{v:.4g}" for name, v in list(losses.items())[:3]})
+                    log.write(done, stage.name, "loss", losses, prior_wall + time.perf_counter() - start)
+                done += 1
+                report.iterations = done
+                bar.update(1)
+                if probe is not None:
+                    probe.after_step(desc)
+                if opts.val_every and opts.monitor is not None and done % opts.val_every == 0:
+                    if w.main:
+                        log.write(done, stage.name, "valid", _watch(opts.monitor, modules),
+                                  prior_wall + time.perf_counter() - start)
+                    ddp.barrier()
+                if files is not None and (last or (opts.save_every and done % opts.save_every == 0)):
+                    save(k + 1, 0) if last else save(k, i + 1)
+    finally:
+        bar.close()
+        log.close()
+    report.iterations = done
+    report.wall_s += prior_wall + time.perf_counter() - start
     return report
+
+
+def _device_type(modules: Sequence[nn.Module]) -> str:
+    for m in modules:
+        for p in m.parameters():
+            return p.device.type
+    return "cpu"
+
+
+def precision_label(device: str, amp: str | None) -> str:
+    """What a fit computes in: ``fp32`` or ``bf16 autocast``, and on CUDA the TF32 flags
+    (cuDNN convolutions use TF32 unless ``torch.backends.cudnn.allow_tf32`` is off; matmuls
+    only if ``torch.backends.cuda.matmul.allow_tf32`` is on)."""
+    label = f"{amp} autocast" if amp else "fp32"
+    if str(device).startswith("cuda"):
+        on = lambda flag: "on" if flag else "off"  # noqa: E731
+        label += (f" (TF32 conv {on(torch.backends.cudnn.allow_tf32)}, "
+                  f"matmul {on(torch.backends.cuda.matmul.allow_tf32)})")
+    return label
+
+
+def run_training(step: Callable[[int], Mapping[str, float]], budget: Budget, *, desc: str, state=None,
+                 log_every: int = 10, report: FitReport | None = None) -> FitReport:
+    """A fit of one stage: ``step(i)`` for ``budget.iterations`` (see :func:`run_stages`)."""
+    return run_stages([Stage("train", step, budget.iterations)], budget, desc=desc, state=state, report=report,
+                      log_every=log_every)
 
 
 def to_batch(images: Sequence[np.ndarray]) -> torch.Tensor:

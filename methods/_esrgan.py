@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.ddp import parallel
+from bench.resume import TrainState
 from bench.train import adam, gan_loss
 
 from ._stages import descend, multistep, scaled_milestones
@@ -167,23 +169,29 @@ ESRGAN_FS_W = {"sr/pix": 1e-2, "sr/fea": 1.0, "sr/gan": 5e-3}
 
 def esrgan_fs_step(sr: nn.Module, sd: nn.Module, lr: float, iterations: int,
                    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-                   terms: Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
+                   terms: Callable[..., Mapping[str, torch.Tensor]], state: TrainState
                    ) -> Callable[[int], dict[str, float]]:
     """The training step of ESRGAN-FS's SR stage (FSSR; FCA's SR stage reuses it [inferred]).
 
-    ``batch()`` gives (LR, HR) patches; ``terms(lr, hr)`` the ESRGAN_FS_W terms and ``sr/d``.
+    ``batch()`` gives (LR, HR) patches; ``terms(lr, hr, sr=, d=)`` the ESRGAN_FS_W terms and
+    ``sr/d``, computing the SR output with ``sr`` and the discriminator's own loss with
+    ``d`` (their data-parallel wrappers under torchrun; the generator's adversarial term
+    goes through the bare discriminator, see ``bench.ddp.parallel``).
     Adam at ``lr`` for the SR network ``sr`` and its discriminator ``sd``, MultiStepLR
     [5k, 10k, 20k, 30k] of 51k (gamma 0.5) scaled onto ``iterations``; G steps, then D.
+    The optimisers and schedulers are registered in ``state`` (``sr_opt_g`` ...).
     """
     opt_g, opt_d = adam(sr.parameters(), lr), adam(sd.parameters(), lr)
     rule = multistep(scaled_milestones([5000, 10000, 20000, 30000], 51000, iterations), 0.5)
     sched = [torch.optim.lr_scheduler.LambdaLR(o, rule) for o in (opt_g, opt_d)]
+    state.register(sr_opt_g=opt_g, sr_opt_d=opt_d, sr_sched_g=sched[0], sr_sched_d=sched[1])
+    g_ddp, d_ddp = parallel(sr), parallel(sd)
 
     def step(i: int) -> dict[str, float]:
         lr_patch, hr = batch()
         sr.train()
         sd.train()
-        t = terms(lr_patch, hr)
+        t = terms(lr_patch, hr, sr=g_ddp, d=d_ddp)
         descend(opt_g, sum(w * t[k] for k, w in ESRGAN_FS_W.items()), sr)
         descend(opt_d, t["sr/d"], sd)
         for sc in sched:

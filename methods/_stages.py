@@ -1,28 +1,16 @@
-"""Training schedules the methods share: consecutive stages on one Budget (e.g. a
-degradation model, then the SR network), learning-rate rules, and the DASR-style
-two-stage epoch recipe.
+"""Training schedules the methods share: how a Budget's iterations split over
+consecutive stages (the stages themselves run in ``bench.train.run_stages``),
+learning-rate rules, and the DASR-style two-stage epoch recipe.
 
-Each stage gets its share of the iterations, so every stage runs however short the
-budget; history rows carry the iteration index over the whole fit.
+Each stage gets its share of the iterations, so every stage runs however short the budget.
 """
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from bench.adapter import Budget, FitReport
-from bench.train import run_training
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    step: Callable[[int], Mapping[str, float]]  # called with the iteration index within the stage
-    iterations: int
 
 
 def split_iterations(total: int, shares: Sequence[float]) -> list[int]:
@@ -40,23 +28,6 @@ def split_iterations(total: int, shares: Sequence[float]) -> list[int]:
         counts.append(min(room, max(1, round(total * share))))
     counts.append(total - sum(counts))
     return counts
-
-
-def run_stages(stages: Sequence[Stage], budget: Budget, *, desc: str, report: FitReport | None = None) -> FitReport:
-    """Run the stages in order, each for its own iterations on ``budget``'s batch and patch."""
-    report = report or FitReport()
-    done = 0
-    for stage in stages:
-        if stage.iterations <= 0:
-            continue
-        start_row = len(report.history)
-        run_training(stage.step, dataclasses.replace(budget, iterations=stage.iterations),
-                     desc=f"{desc} [{stage.name}]", report=report)
-        for row in report.history[start_row:]:
-            row["iteration"] += done
-        done += report.iterations
-        report.iterations = done
-    return report
 
 
 def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module) -> None:

@@ -30,11 +30,11 @@ from torch import nn
 from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_generator
+from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, Stage, torch_generator
 
 from ._blocks import seeded
 from ._esrgan import ESRGAN, RRDB
-from ._stages import Stage, descend, linear_decay, multistep, run_stages, scaled_milestones, split_iterations
+from ._stages import descend, linear_decay, multistep, scaled_milestones, split_iterations
 from ._unpaired import (FS_TYPES, DegradationSRMethod, DSGANGenerator, FilterLow, FSDiscriminator, arch_with,
                         fresh_training_dict, release_pair, truncate_uint8, wavelet_high, wavelet_low)
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method, MethodContext
+from bench.ddp import parallel
+from bench.resume import TrainState
 from bench.train import PairedPatchSampler, adam, run_training, torch_generator
 
 from ._blocks import EDSR
@@ -72,18 +74,20 @@ class EDSRTrained(Method):
                                      torch_generator(data.seed, self.info.name))
         opt = adam(self.net.parameters(), budget.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, budget.iterations))
+        state = TrainState(net=self.net, opt=opt, sched=sched, sampler=sampler)
+        net = parallel(self.net)  # DistributedDataParallel under torchrun, the network itself otherwise
         self.net.train()
 
         def step(i: int) -> dict[str, float]:
             lr, hr = sampler.sample(budget.batch_size)
-            loss = F.l1_loss(self.net(lr.to(self.device)), hr.to(self.device))
+            loss = F.l1_loss(net(lr.to(self.device)), hr.to(self.device))
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             return {"l1": loss.item()}
 
-        report = run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}")
+        report = run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}", state=state)
         self.net.eval()
         return report
 

@@ -61,12 +61,12 @@ from torch import nn
 from bench.adapter import (MethodContext, Budget, CheckpointError, FitReport, MethodInfo, TrainingData, load_state_dict_checked,
                            load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
+from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator
 
 from ._blocks import PReLUResBlock, seeded
 from ._esrgan import (ESRGAN, ESRGAN_FS_W, ResidualDenseBlock, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d,
                       ragan_g)
-from ._stages import Stage, descend, run_stages, split_iterations
+from ._stages import descend, split_iterations
 from ._unpaired import DegradationSRMethod, FSDiscriminator, arch_with
 
 

@@ -28,12 +28,14 @@ from torch import nn
 
 from bench.adapter import (MethodContext, Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
+from bench.ddp import parallel
 from bench.degrade.resize import imresize_torch
-from bench.train import PatchSampler, PerceptualLoss, adam, gan_loss, torch_generator
+from bench.resume import TrainState
+from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, Stage, torch_generator
 
 from ._blocks import seeded
 from ._esrgan import ESRGAN, ESRGAN_FS_W, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d, ragan_g
-from ._stages import Stage, descend, linear_decay, run_stages, split_iterations
+from ._stages import descend, linear_decay, split_iterations
 from ._unpaired import (DegradationSRMethod, DSGANGenerator, FilterHigh, FilterLow, FSDiscriminator, arch_with,
                         fresh_training_dict, release_pair, strip_module, training_dict_entry, truncate_uint8)
 from ._unpaired import haar_dwt, wavelet_high  # noqa: F401  (tests/methods/test_fssr.py imports them from here)
@@ -197,7 +199,8 @@ class FSSR(DegradationSRMethod):
         return {"dsgan": self.dsgan, "dsgan_d": t["dsgan_d"], "sr": self.sr, "sr_d": t["sr_d"]}
 
     def dsgan_g_terms(self, lr_bic: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """DSGAN generator: low-pass L1 to its bicubic input, high-pass GAN, perceptual."""
+        """DSGAN generator: low-pass L1 to its bicubic input, high-pass GAN, perceptual (through
+        the bare discriminator: this loss trains the generator only)."""
         t = self._training_modules(0)
         return {
             "dsgan/col": F.l1_loss(t["col_filter"](fake), t["col_filter"](lr_bic)),
@@ -205,9 +208,10 @@ class FSSR(DegradationSRMethod):
             "dsgan/per": t["perceptual"](fake, lr_bic),
         }
 
-    def dsgan_d_term(self, fake: torch.Tensor, target_lr: torch.Tensor) -> torch.Tensor:
-        """High-pass discriminator: target-domain LR real, DSGAN output fake."""
-        d = self._training_modules(0)["dsgan_d"]
+    def dsgan_d_term(self, fake: torch.Tensor, target_lr: torch.Tensor, d: nn.Module | None = None) -> torch.Tensor:
+        """High-pass discriminator: target-domain LR real, DSGAN output fake (``d``: its
+        data-parallel wrapper in a multi-rank fit)."""
+        d = d or self._training_modules(0)["dsgan_d"]
         return gan_loss(d(target_lr), True) + gan_loss(d(fake.detach()), False)
 
     def make_pairs(self, hr: torch.Tensor) -> torch.Tensor:
@@ -215,17 +219,20 @@ class FSSR(DegradationSRMethod):
         with torch.no_grad():
             return truncate_uint8(self.dsgan(self.bicubic(hr)))
 
-    def sr_terms(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ESRGAN-FS: low-pass L1, VGG feature L1, RaGAN on the high-pass of SR vs HR."""
+    def sr_terms(self, lr: torch.Tensor, hr: torch.Tensor, sr: nn.Module | None = None,
+                 d: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """ESRGAN-FS: low-pass L1, VGG feature L1, RaGAN on the high-pass of SR vs HR
+        (``sr``/``d``: data-parallel wrappers for the networks' own losses, see esrgan_fs_step)."""
         t = self._training_modules(0)
-        sr = self.sr(lr)
-        d, high = t["sr_d"], t["sr_high"]
+        out = (sr or self.sr)(lr)
+        bare, high = t["sr_d"], t["sr_high"]
+        d = d or bare
         real_logits = d(high(hr))
         return {
-            "sr/pix": F.l1_loss(t["sr_low"](sr), t["sr_low"](hr)),
-            "sr/fea": t["perceptual"](sr, hr),
-            "sr/gan": ragan_g(real_logits.detach(), d(high(sr))),
-            "sr/d": ragan_d(real_logits, d(high(sr.detach()))),
+            "sr/pix": F.l1_loss(t["sr_low"](out), t["sr_low"](hr)),
+            "sr/fea": t["perceptual"](out, hr),
+            "sr/gan": ragan_g(real_logits.detach(), bare(high(out))),
+            "sr/d": ragan_d(real_logits, d(high(out.detach()))),
         }
 
     def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -250,6 +257,11 @@ class FSSR(DegradationSRMethod):
         d = t["dsgan_d"]
         opt_g, opt_d = adam(self.dsgan.parameters(), 2e-4, (0.5, 0.999)), adam(d.parameters(), 2e-4, (0.5, 0.999))
         sched = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(n_dsgan, 0.5)) for o in (opt_g, opt_d)]
+        sr_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "fssr", "sr-hr"))
+        state = TrainState(dsgan=self.dsgan, sr=self.sr, dsgan_d=d, sr_d=t["sr_d"], dsgan_opt_g=opt_g,
+                           dsgan_opt_d=opt_d, dsgan_sched_g=sched[0], dsgan_sched_d=sched[1], hr_pool=hr_pool,
+                           tgt_pool=tgt_pool, sr_pool=sr_pool)
+        dsgan, d_ddp = parallel(self.dsgan), parallel(d)  # DDP wrappers under torchrun
 
         def dsgan_step(i: int) -> dict[str, float]:
             self.dsgan.train()
@@ -257,10 +269,10 @@ class FSSR(DegradationSRMethod):
             hr = hr_pool.sample(budget.batch_size).to(self.device)
             target = tgt_pool.sample(budget.batch_size).to(self.device)
             lr_bic = self.bicubic(hr)
-            fake = self.dsgan(lr_bic)
+            fake = dsgan(lr_bic)
             # The official steps D first, then G through D (in torch 1.1 the saved D
             # weights were updated in place by then): G here sees the updated D.
-            d_loss = self.dsgan_d_term(fake, target)
+            d_loss = self.dsgan_d_term(fake, target, d_ddp)
             descend(opt_d, d_loss, d)
             terms = self.dsgan_g_terms(lr_bic, fake)
             terms["dsgan/d"] = d_loss.detach()
@@ -270,16 +282,14 @@ class FSSR(DegradationSRMethod):
             return {k: v.item() for k, v in terms.items()}
 
         # Stage 2: ESRGAN-FS on (DSGAN(bicubic(HR)), HR) patches.
-        sr_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "fssr", "sr-hr"))
-
         def sr_batch() -> tuple[torch.Tensor, torch.Tensor]:
             self.dsgan.eval()
             hr = sr_pool.sample(budget.batch_size).to(self.device)
             return self.make_pairs(hr), hr
 
-        sr_step = esrgan_fs_step(self.sr, t["sr_d"], budget.lr, n_sr, sr_batch, self.sr_terms)
+        sr_step = esrgan_fs_step(self.sr, t["sr_d"], budget.lr, n_sr, sr_batch, self.sr_terms, state)
         stages = [Stage("DSGAN", dsgan_step, n_dsgan), Stage("ESRGAN-FS", sr_step, n_sr)]
-        report = run_stages(stages, budget, desc=f"fit fssr x{self.scale}", report=report)
+        report = run_stages(stages, budget, desc=f"fit fssr x{self.scale}", state=state, report=report)
         self.dsgan.eval()
         self.sr.eval()
         report.notes.append(f"DSGAN {n_dsgan} it (LR patch {p_deg}), ESRGAN-FS {n_sr} it (LR patch {p})")

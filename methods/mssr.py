@@ -27,11 +27,11 @@ from torch import nn
 from bench.adapter import (MethodContext, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade.resize import imresize_torch
-from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, gan_loss, set_requires_grad, torch_generator
+from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import PReLUResBlock
 from ._esrgan import RRDBNet
-from ._stages import Stage, run_stages, split_iterations
+from ._stages import split_iterations
 from ._unpaired import FSDNet
 
 NOISE_STD = 0.1  # config_cont*.json / README commands (train.py's default 0.05 is not what was run)

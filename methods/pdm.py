@@ -24,11 +24,11 @@ from torch import nn
 
 from bench.adapter import (MethodContext, MethodVariant, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
-from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, adam, set_requires_grad, torch_generator
+from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import EDSR
 from ._esrgan import RRDBNet
-from ._stages import Stage, run_stages, split_iterations
+from ._stages import split_iterations
 
 # ---------------------------------------------------------------------------
 # degradation model
