@@ -122,9 +122,12 @@ def add_training(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "training", "Budget.batch_size is the TOTAL batch of a step: under torchrun each of N ranks takes 1/N of "
                     "it, so N ranks see what one process would and the learning rate is never rescaled. "
-                    "--iterations, --amp and --channels-last change the fit key and the table label.")
+                    "--iterations, --batch-size, --amp and --channels-last change the fit key and the table label.")
     g.add_argument("--iterations", type=_positive, default=None, metavar="N",
                    help="train for N iterations instead of the profile's length [the profile's]")
+    g.add_argument("--batch-size", type=_positive, default=None, metavar="N",
+                   help="total batch of a training step instead of the profile's (the learning rate stays the "
+                        "profile's) [the profile's]")
     g.add_argument("--amp", choices=("bf16",), default=None,
                    help="train under bf16 autocast (no loss scaling needed; fp16 is not offered) [fp32; on CUDA "
                         "the TF32 flags are recorded with it]")
@@ -334,6 +337,7 @@ def spec_from_args(a: argparse.Namespace, **over):
         tile=getattr(a, "tile", None), target=getattr(a, "target", None), source=getattr(a, "source", None),
         allow_partial=getattr(a, "allow_partial", False), loader_workers=getattr(a, "loader_workers", 0),
         subimages=getattr(a, "subimages", 0), iterations=getattr(a, "iterations", None),
+        batch_size=getattr(a, "batch_size", None),
         amp=getattr(a, "amp", None), channels_last=getattr(a, "channels_last", False),
         save_every=getattr(a, "save_every", 5000), val_every=getattr(a, "val_every", 0),
         tensorboard=getattr(a, "tensorboard", False),

@@ -97,6 +97,7 @@ class RunSpec:
     precision: str = "fp32"
     #: training switches (they enter the fit key and the variant label)
     iterations: int | None = None  # overrides the profile's length
+    batch_size: int | None = None  # overrides the profile's (total) batch
     amp: str | None = None  # "bf16": autocast in training
     channels_last: bool = False
     #: how a fit is run and watched (no number changes)
@@ -350,6 +351,8 @@ class Runner:
             budget = probe.default_budget()
             if self.spec.iterations:
                 budget = dataclasses.replace(budget, iterations=self.spec.iterations)
+            if self.spec.batch_size:
+                budget = dataclasses.replace(budget, batch_size=self.spec.batch_size)
             switches = self.training_switches()
             key = hashlib.sha256("|".join([
                 name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
@@ -370,9 +373,10 @@ class Runner:
                 "memory_format": "channels_last" if self.spec.channels_last else "contiguous"}
 
     def variant_tag(self) -> str:
-        """The profile, and every training switch that differs from it: ``quick@500it+bf16``."""
+        """The profile, and every training switch that differs from it: ``quick@500it@batch32+bf16``."""
         spec = self.spec
         tag = spec.profile + (f"@{spec.iterations}it" if spec.iterations else "")
+        tag += f"@batch{spec.batch_size}" if spec.batch_size else ""
         if spec.amp:
             tag += f"+{spec.amp}"
         elif self.device.startswith("cuda") and "TF32 conv on" in precision_label(self.device, None):
