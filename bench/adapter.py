@@ -83,6 +83,10 @@ class MethodInfo:
     #: told what the other methods are not (e.g. the true degradation): tables show it but
     #: never mark it best
     upper_bound: bool = False
+    #: what the official training recipe starts each network from (a released file, e.g.
+    #: "ESRGAN-FS: RRDB_ESRGAN_x4.pth (train_SDSR.yml pretrain_model_G)"); "" = from scratch.
+    #: ``--init NAME=PATH`` supplies such a file (``Method.load_init``).
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -296,6 +300,15 @@ class Method(abc.ABC):
         if net is None:
             raise CheckpointError(f"{self.info.name} has no weights to load")
         load_state_dict_checked(net, load_torch_file(path), what=f"{self.info.name} checkpoint {path}")
+
+    def load_init(self, path: str | Path) -> None:
+        """Start the next fit from a pretrained file (``--init NAME=PATH``), before ``fit``.
+
+        By default the method's own checkpoint format; a method whose recipe starts one
+        network from a general SR model (ESRGAN's ``RRDB_ESRGAN_x4.pth``, EDSR's
+        ``edsr_baseline_x4``) overrides this to load that network through its key-family
+        map. The runner keys the fit by the file's sha256 and notes it in the footnote."""
+        self.load_checkpoint(path)
 
     def save_checkpoint(self, path: str | Path) -> None:
         net = self.network()

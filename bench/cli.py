@@ -298,11 +298,13 @@ def do_list(what: str) -> int:
             scales = ",".join(f"x{s}" for s in c.info.scales)
             default = c.variants.get("")
             files = lambda v: f" [release: {', '.join(v.checkpoints)}]" if v.checkpoints else ""  # noqa: E731
+            start = (c.info.init_from or "scratch") if c.info.learned else ""
             rows.append((c.info.name, c.info.family, scales,
-                         c.info.title + (f" — default: {default.about}{files(default)}" if default else "")))
-            rows += [(f"{c.info.name}.{v.tag}", c.info.family, scales, f"variant: {v.about}{files(v)}")
+                         c.info.title + (f" — default: {default.about}{files(default)}" if default else ""), start))
+            rows += [(f"{c.info.name}.{v.tag}", c.info.family, scales, f"variant: {v.about}{files(v)}", "")
                      for v in c.variants.values() if v.tag]
-        print(tabulate(rows, headers=["method", "family", "scales", "title"], tablefmt="github"))
+        print(tabulate(rows, headers=["method", "family", "scales", "title", "official recipe starts from"],
+                       tablefmt="github"))
     elif what == "suites":
         from .degrade import list_families
 

@@ -91,12 +91,14 @@ def rank_batch(batch_size: int) -> int:
 
 
 def shard(batch, w: World | None = None):
-    """This rank's slice of a whole step's batch (a tensor or a tuple of aligned tensors)."""
+    """This rank's slice of a whole step's batch (a tensor, or a tuple or dict of aligned tensors)."""
     w = w or world()
     if w.size == 1:
         return batch
     if isinstance(batch, tuple):
         return tuple(shard(b, w) for b in batch)
+    if isinstance(batch, dict):
+        return {k: shard(v, w) for k, v in batch.items()}
     n = batch.shape[0] // w.size
     return batch[w.rank * n:(w.rank + 1) * n].contiguous()
 

@@ -361,6 +361,7 @@ class Runner:
             ]).encode()).hexdigest()
             v = (f"{self.variant_tag()}:fit-{key[:8]}",
                  {"source": "fit", "fit_key": key, "data": data, "budget": budget,
+                  "init": dict(self.spec.init).get(name),
                   "training": {**self.plan.describe(data), **switches}})
         self._variants[k] = v
         return v
@@ -467,8 +468,13 @@ class Runner:
                          + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()}"
                          + (f", {w.size} ranks" if w.size > 1 else "") + ")")
             t0 = time.perf_counter()
+            started = []
+            if meta.get("init"):  # the recipe's starting point, loaded through the method's key maps
+                model.method.load_init(meta["init"])
+                started.append(f"started from {Path(meta['init']).name} (sha256 {sha256_file(meta['init'])[:12]})")
             with loading(model.method.context.loader_workers), loop_options(self.loop_options(model, meta)):
                 report = model.method.fit(fit_input(name, data), meta["budget"])
+            report.notes[:0] = started
             wall = time.perf_counter() - t0
             if w.size > 1:
                 report.notes.append(f"trained data-parallel on {w.size} ranks ({torch.distributed.get_backend()}): "

@@ -96,7 +96,7 @@ class PatchSampler:
     so a source and a target sampler never pair images by index or name.
     """
 
-    def __init__(self, images, patch: int, generator: torch.Generator, augment: bool = True):
+    def __init__(self, images, patch: int, generator: torch.Generator, augment: bool = True, *, shard: bool = True):
         from .pools import as_pool
 
         self.pool = as_pool(images)
@@ -105,6 +105,9 @@ class PatchSampler:
         self.patch = patch
         self.seed = generator.initial_seed()
         self.augment = augment
+        #: in a data-parallel fit, return this rank's share of each call (False: the whole
+        #: batch, for a method that draws more per batch, e.g. degradations, and shards after)
+        self.shard = shard
         self.calls = 0  # the sampler's whole state: which call comes next
         self.workers = _WORKERS.get()
         self._g: torch.Generator | None = None
@@ -172,8 +175,9 @@ class PatchSampler:
         from . import ddp
 
         w = ddp.world()
-        if w.size > 1:
-            ddp.rank_batch(n)  # refuses a batch that does not split
+        if w.size == 1 or not self.shard:
+            return self._next(kind, n)
+        ddp.rank_batch(n)  # refuses a batch that does not split
         return ddp.shard(self._next(kind, n), w)
 
     def _next(self, kind: str, n: int):

@@ -127,6 +127,65 @@ class RRDBNet(nn.Module):
         return getattr(self, k.last)(lrelu(getattr(self, k.hr)(feat)))
 
 
+#: the ESRGAN old-arch flattened Sequential (``model.N``) and where each RRDBNet part sits in it
+OLD_ARCH = {"first": "model.0", "up1": "model.3", "up2": "model.6", "hr": "model.8", "last": "model.10"}
+
+
+def _neutral(key: str, fam: KeyFamily | None) -> str | None:
+    """An RRDBNet key in a layout-free form (``trunk.3.1.conv2.weight``), or None."""
+    import re
+
+    if fam is None:  # old arch: model.1.sub.N.RDBk.convM.0.* and model.1.sub.<nb>.* (the trunk conv)
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)", key)
+        if m:
+            return f"trunk.{m[1]}.{int(m[2]) - 1}.conv{m[3]}.{m[4]}"
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.(weight|bias)", key)
+        if m:
+            return f"trunk_conv@{m[1]}.{m[2]}"
+        for part, prefix in OLD_ARCH.items():
+            if key.startswith(prefix + "."):
+                return part + key[len(prefix):]
+        return None
+    head, _, rest = key.partition(".")
+    if head == fam.trunk:
+        n, rdb, tail = rest.split(".", 2)
+        return f"trunk.{n}.{fam.rdb.index(rdb)}.{tail}" if rdb in fam.rdb else None
+    parts = {fam.first: "first", fam.trunk_conv: "trunk_conv", fam.up[0]: "up1", fam.up[1]: "up2", fam.hr: "hr",
+             fam.last: "last"}
+    return parts[head] + "." + rest if head in parts else None
+
+
+def rrdb_state(state: Mapping[str, torch.Tensor], net: RRDBNet, what: str) -> dict[str, torch.Tensor]:
+    """A released RRDBNet state dict in ``net``'s key family, whatever family it was saved
+    in (spandrel-style key maps): BasicSR (``body.N.rdbK``; ``{'params_ema'|'params': ...}``
+    wrappers unwrapped, EMA first), ESRGAN new arch (``RRDB_trunk.N.RDBK``, e.g.
+    ``RRDB_ESRGAN_x4.pth``) or ESRGAN old arch (``model.1.sub.N.RDBK.convM.0``); a
+    ``module.`` prefix is dropped. Keys of no family are kept as they are, so the strict
+    load that follows names them."""
+    from bench.adapter import CheckpointError
+
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: expected a state dict, got {type(state).__name__}")
+    for wrapper in ("params_ema", "params", "state_dict"):
+        if isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if any(k.startswith("model.1.sub.") for k in state):
+        src = None
+    else:
+        src = next((f for f in (BASICSR, ESRGAN) if any(k.startswith(f.trunk + ".") for k in state)), net.keys)
+    dst = net.keys
+    names = {_neutral(k, dst): k for k in net.state_dict()}
+    out = {}
+    for k, v in state.items():
+        n = _neutral(k, src)
+        if n is not None and n.startswith("trunk_conv@"):
+            n = "trunk_conv" + n[n.index("."):]
+        out[names.get(n, k)] = v
+    return out
+
+
 class VGGDiscriminator(nn.Module):
     """ESRGAN's ``discriminator_vgg_128``: 10 convs (BN after all but the first, every other
     one stride 2), then two linear layers on a ``side`` x ``side`` map.

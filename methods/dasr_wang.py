@@ -25,7 +25,10 @@ from torch import nn
 from bench.adapter import (MethodContext, MethodVariant, BenchError, Budget, CheckpointInfo, FitReport, Method, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
 from bench.degrade import ops_torch
-from bench.train import PatchSampler, run_training, torch_generator
+from bench import ddp
+from bench.ddp import parallel
+from bench.resume import TrainState
+from bench.train import PatchSampler, Stage, run_stages, torch_generator
 
 from ._blocks import MeanShift, Upsampler, default_conv
 from ._stages import Recipe
@@ -105,9 +108,14 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
+        # data parallel: every rank enqueues the whole step's keys in rank order, so all
+        # ranks keep one queue, as one process would (DASR's own code has this gather
+        # commented out; MoCo's concat_all_gather does it)
+        keys = ddp.gather(keys)
         n = keys.shape[0]
         if self.K % n:
-            raise BenchError(f"MoCo queue size {self.K} must be a multiple of the batch size {n}; change the batch size")
+            raise BenchError(f"MoCo queue size {self.K} must be a multiple of the total batch size {n}; change the "
+                             "batch size")
         ptr = int(self.queue_ptr)
         self.queue[:, ptr:ptr + n] = keys.t()
         self.queue_ptr[0] = (ptr + n) % self.K
@@ -316,6 +324,21 @@ def sample_degradation(spec: DegradationSpec, n: int, g: torch.Generator) -> dic
 ARCH = {"smoke": (1, 1, 16, 8), "quick": (2, 2, 32, 16), "paper": (5, 5, 64, 64)}
 
 
+class _Objective(nn.Module):
+    """One stage's training forward (``loss_terms``) as a module: what DistributedDataParallel
+    wraps, since the step calls the encoder's ``contrast`` rather than a ``forward``. The
+    encoder stage holds only E, so G is not an unused parameter of that stage's wrapper."""
+
+    def __init__(self, method: "DASRWang", stage: str):
+        super().__init__()
+        self.stage = stage
+        self.trained = method.net.E if stage == "encoder" else method.net
+        self._terms = method.loss_terms
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._terms(batch, self.stage)
+
+
 @register_method
 class DASRWang(Method):
     #: bump on any change that changes outputs or fits (see Method.code_version)
@@ -447,25 +470,34 @@ class DASRWang(Method):
             raise BenchError("dasr-wang needs a budget of at least 2 iterations (encoder stage + joint stage)")
         gen = torch_generator(data.seed, self.info.name, self.scale, "patches")
         deg_gen = torch_generator(data.seed, self.info.name, self.scale, "degradations")
-        sampler = PairSampler(data.source_hr, budget.patch_size * self.scale, gen)
+        # the whole batch on every rank: its degradations are drawn from deg_gen as one
+        # process draws them, then each rank keeps its share (bench/ddp.py)
+        sampler = PairSampler(data.source_hr, budget.patch_size * self.scale, gen, shard=False)
         params = [p for n, p in self.net.named_parameters() if not n.startswith("E.encoder_k.") and p.requires_grad]
         opt = torch.optim.Adam(params, lr=self.recipe.lr_encoder, betas=(0.9, 0.999), eps=1e-8)
+        state = TrainState(net=self.net, opt=opt, sampler=sampler, degradations=deg_gen)
+        total = budget.iterations
+        n_encoder = sum(self.recipe.stage(i, total) == "encoder" for i in range(total))
+        objective = {stage: parallel(_Objective(self, stage)) for stage in ("encoder", "joint")}
         self.net.train()
 
-        def step(i: int) -> dict[str, float]:
-            stage = self.recipe.stage(i, budget.iterations)
-            for group in opt.param_groups:
-                group["lr"] = self.recipe.lr(i, budget.iterations, budget.lr)
-            batch = self.make_batch(sampler.sample_pairs(budget.batch_size), deg_gen)
-            terms = self.loss_terms(batch, stage)
-            loss = sum(terms.values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return {k: v.item() for k, v in terms.items()}
+        def stage_step(stage: str, offset: int):
+            def step(i: int) -> dict[str, float]:
+                for group in opt.param_groups:
+                    group["lr"] = self.recipe.lr(offset + i, total, budget.lr)
+                batch = ddp.shard(self.make_batch(sampler.sample_pairs(budget.batch_size), deg_gen))
+                terms = objective[stage](batch)
+                loss = sum(terms.values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                return {k: v.item() for k, v in terms.items()}
+            return step
 
+        stages = [Stage("encoder", stage_step("encoder", 0), n_encoder),
+                  Stage("joint", stage_step("joint", n_encoder), total - n_encoder)]
         try:
-            report = run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}")
+            report = run_stages(stages, budget, desc=f"fit {self.info.name} x{self.scale}", state=state)
         finally:
             self.net.eval()
         d = self.degradation

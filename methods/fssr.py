@@ -34,7 +34,8 @@ from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, Stage, torch_generator
 
 from ._blocks import seeded
-from ._esrgan import ESRGAN, ESRGAN_FS_W, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d, ragan_g
+from ._esrgan import (ESRGAN, ESRGAN_FS_W, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d, ragan_g,
+                      rrdb_state)
 from ._stages import descend, linear_decay, split_iterations
 from ._unpaired import (DegradationSRMethod, DSGANGenerator, FilterHigh, FilterLow, FSDiscriminator, arch_with,
                         fresh_training_dict, release_pair, strip_module, training_dict_entry, truncate_uint8)
@@ -171,6 +172,12 @@ class FSSR(DegradationSRMethod):
         if not isinstance(sr_state, Mapping):
             raise CheckpointError(f"fssr ESRGAN-FS checkpoint {pth} is not a state dict")
         load_state_dict_checked(self.sr, strip_module(sr_state), what=f"fssr ESRGAN-FS checkpoint {pth}")
+
+    def load_init(self, path: str | Path) -> None:
+        """``--init fssr=RRDB_ESRGAN_x4.pth``: the recipe's start of ESRGAN-FS (its
+        ``pretrain_model_G``), in any RRDBNet key family; DSGAN starts from scratch."""
+        load_state_dict_checked(self.sr, rrdb_state(load_torch_file(path), self.sr, f"fssr --init {path}"),
+                                what=f"fssr --init {path} (an x4 RRDBNet, e.g. RRDB_ESRGAN_x4.pth)")
 
     def save_checkpoint(self, path: str | Path) -> None:
         """A release-style folder: ``fssr.tar`` (train.py dict) and ``fssr_SDSR.pth``."""

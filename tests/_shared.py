@@ -60,3 +60,24 @@ def run_isolated(args: list[str], out: Path, env: dict, timeout: int = 600) -> t
             except ProcessLookupError:
                 pass
     return code, log_out.read_text(), log_err.read_text()
+
+
+def flat_state(obj, prefix: str = ""):
+    """(dotted name, leaf) of a nested checkpoint (dicts, lists, tensors, numbers), for
+    comparing two saved fits leaf by leaf."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from flat_state(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from flat_state(v, f"{prefix}.{i}")
+    else:
+        yield prefix, obj
+
+
+def same_leaf(a, b) -> bool:
+    import torch
+
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and torch.equal(a, b)
+    return a == b

@@ -16,6 +16,7 @@ import torch
 
 from bench.adapter import REGISTRY, MethodContext, TrainingData, create_method
 from bench.train import LoopOptions, TrainingProbe, loop_options, probing
+from tests._shared import flat_state, same_leaf
 
 ITERATIONS = 6  # long enough for a mid-stage step in each of two stages
 
@@ -59,24 +60,13 @@ def fit(name: str, folder: Path | None, *, save_every: int = 1, crash_at: int | 
     method.save_checkpoint(path)
     files = sorted(path.rglob("*")) if path.is_dir() else [path]  # a release layout is a folder
     return {f"{f.name}:{k}": v for f in files if f.is_file()
-            for k, v in _flat(torch.load(f, map_location="cpu", weights_only=True))}
-
-
-def _flat(obj, prefix=""):
-    if torch.is_tensor(obj):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _flat(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield from _flat(v, f"{prefix}.{i}")
+            for k, v in flat_state(torch.load(f, map_location="cpu", weights_only=True))}
 
 
 def assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+        assert same_leaf(a[k], b[k]), f"{k} differs after resume"
 
 
 @pytest.mark.parametrize("name", learned())
