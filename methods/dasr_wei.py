@@ -29,7 +29,9 @@ from torch import nn
 
 from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
+from bench.ddp import parallel
 from bench.degrade.resize import imresize_torch
+from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, Stage, torch_generator
 
 from ._blocks import seeded
@@ -314,6 +316,7 @@ class DASRWei(DegradationSRMethod):
         return t["col_filter"](x) if "col_filter" in t else wavelet_low(x)
 
     def dsn_g_terms(self, hr: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """DSN generator terms (the GAN term through the bare discriminator: it trains the DSN only)."""
         bic = self.bicubic(hr)
         t = self._training_modules(0)
         return {
@@ -322,8 +325,10 @@ class DASRWei(DegradationSRMethod):
             "dsn/per": t["perceptual"](fake, bic),
         }
 
-    def dsn_d_term(self, fake: torch.Tensor, target_lr: torch.Tensor) -> torch.Tensor:
-        return gan_loss(self.dsn_d(target_lr), True) + gan_loss(self.dsn_d(fake.detach()), False)
+    def dsn_d_term(self, fake: torch.Tensor, target_lr: torch.Tensor, d: nn.Module | None = None) -> torch.Tensor:
+        """FSD loss: target LR real, DSN output fake (``d``: its data-parallel wrapper in a multi-rank fit)."""
+        d = d or self.dsn_d
+        return gan_loss(d(target_lr), True) + gan_loss(d(fake.detach()), False)
 
     def make_pairs(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Generated LR (saved as truncated uint8 PNG officially) and its distance weights at HR size."""
@@ -335,18 +340,22 @@ class DASRWei(DegradationSRMethod):
         return fake, weights
 
     def srn_terms(self, fake_lr: torch.Tensor, weights: torch.Tensor, hr: torch.Tensor,
-                  real_lr: torch.Tensor, hr_unpair: torch.Tensor) -> dict[str, torch.Tensor]:
+                  real_lr: torch.Tensor, hr_unpair: torch.Tensor, srn: nn.Module | None = None,
+                  d: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """SRN: distance-weighted L1 + LL-band L1 + perceptual on generated pairs; GAN on the
-        Haar detail bands of SR(real target LR) against those of unpaired clean HR."""
+        Haar detail bands of SR(real target LR) against those of unpaired clean HR
+        (``srn``/``d``: data-parallel wrappers for the networks' own losses; the SRN's GAN
+        term goes through the bare discriminator, see ``bench.ddp.parallel``)."""
         t = self._training_modules(0)
-        sr = self.srn(torch.cat([fake_lr, real_lr], 0))
+        sr = (srn or self.srn)(torch.cat([fake_lr, real_lr], 0))
         sr_src, sr_tgt = sr[: fake_lr.shape[0]], sr[fake_lr.shape[0]:]
-        d = t["srn_d"]
+        bare = t["srn_d"]
+        d = d or bare
         return {
             "srn/pix": torch.mean(weights * (sr_src - hr).abs()),
             "srn/ll": F.l1_loss(wavelet_low(sr_src), wavelet_low(hr)),
             "srn/per": t["perceptual"](sr_src, hr),
-            "srn/gan": gan_loss(d(wavelet_high(sr_tgt)), True),
+            "srn/gan": gan_loss(bare(wavelet_high(sr_tgt)), True),
             "srn/d": (gan_loss(d(wavelet_high(hr_unpair)), True) + gan_loss(d(wavelet_high(sr_tgt.detach())), False)) / 2,
         }
 
@@ -379,14 +388,15 @@ class DASRWei(DegradationSRMethod):
         opt_g = adam(self.dsn.parameters(), self.arch.dsn_lr, (0.5, 0.999))
         opt_d = adam(self.dsn_d.parameters(), self.arch.dsn_lr, (0.5, 0.999))
         sched = [torch.optim.lr_scheduler.LambdaLR(o, linear_decay(n_dsn, 150 / 400)) for o in (opt_g, opt_d)]
+        dsn_net, dsn_d = parallel(self.dsn), parallel(self.dsn_d)  # DDP wrappers under torchrun
 
         def dsn_step(i: int) -> dict[str, float]:
             self.dsn.train()
             self.dsn_d.train()
             hr = hr_pool.sample(bs).to(self.device)
             target = tgt_pool.sample(bs).to(self.device)
-            fake = self.dsn(hr)
-            d_loss = self.dsn_d_term(fake, target)  # D first, as codes/DSN/train.py
+            fake = dsn_net(hr)
+            d_loss = self.dsn_d_term(fake, target, dsn_d)  # D first, as codes/DSN/train.py
             descend(opt_d, d_loss, self.dsn_d)
             terms = self.dsn_g_terms(hr, fake)
             descend(opt_g, sum(DASR_WEI_W[k] * terms[k] for k in ("dsn/col", "dsn/tex", "dsn/per")), self.dsn)
@@ -405,6 +415,11 @@ class DASRWei(DegradationSRMethod):
         opt_g2, opt_d2 = adam(self.srn.parameters(), budget.lr), adam(sd.parameters(), budget.lr)
         rule = multistep(scaled_milestones([35000, 80000, 100000, 150000], 350000, n_srn), 0.5)
         sched2 = [torch.optim.lr_scheduler.LambdaLR(o, rule) for o in (opt_g2, opt_d2)]
+        state = TrainState(dsn=self.dsn, dsn_d=self.dsn_d, srn=self.srn, srn_d=sd, dsn_opt_g=opt_g, dsn_opt_d=opt_d,
+                           dsn_sched_g=sched[0], dsn_sched_d=sched[1], srn_opt_g=opt_g2, srn_opt_d=opt_d2,
+                           srn_sched_g=sched2[0], srn_sched_d=sched2[1], hr_pool=hr_pool, tgt_pool=tgt_pool,
+                           pair_pool=pair_pool, unpair_pool=unpair_pool, real_pool=real_pool)
+        srn_net, srn_d = parallel(self.srn), parallel(sd)
 
         def srn_step(i: int) -> dict[str, float]:
             hr = pair_pool.sample(n_src).to(self.device)
@@ -412,7 +427,7 @@ class DASRWei(DegradationSRMethod):
             self.srn.train()
             sd.train()
             terms = self.srn_terms(fake_lr, weights, hr, real_pool.sample(n_tgt).to(self.device),
-                                   unpair_pool.sample(n_tgt).to(self.device))
+                                   unpair_pool.sample(n_tgt).to(self.device), srn_net, srn_d)
             descend(opt_g2, sum(DASR_WEI_W[k] * terms[k] for k in ("srn/pix", "srn/ll", "srn/per", "srn/gan")),
                     self.srn)
             descend(opt_d2, terms["srn/d"], sd)
@@ -421,7 +436,7 @@ class DASRWei(DegradationSRMethod):
             return {k: v.item() for k, v in terms.items()}
 
         stages = [Stage("DSN", dsn_step, n_dsn), Stage("SRN", srn_step, n_srn)]
-        report = run_stages(stages, budget, desc=f"fit dasr-wei x{self.scale}", report=report)
+        report = run_stages(stages, budget, desc=f"fit dasr-wei x{self.scale}", state=state, report=report)
         self.srn.eval()
         self.dsn.eval()
         report.notes.append(f"DSN {n_dsn} it (LR patch {p_deg}), SRN {n_srn} it (LR patch {p}, "

@@ -60,7 +60,10 @@ from torch import nn
 
 from bench.adapter import (MethodContext, Budget, CheckpointError, FitReport, MethodInfo, TrainingData, load_state_dict_checked,
                            load_torch_file, register_method)
+from bench import ddp
+from bench.ddp import parallel
 from bench.degrade.resize import imresize_torch
+from bench.resume import TrainState
 from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator
 
 from ._blocks import PReLUResBlock, seeded
@@ -323,9 +326,10 @@ class FCA(DegradationSRMethod):
         return {"generator": self.generator, "fdc": t["fdc"], "wd": t["wd"], "sr": self.sr, "sr_d": t["sr_d"]}
 
     def fdc_terms(self, x: torch.Tensor, x_other: torch.Tensor, x_down: torch.Tensor,
-                  x_up: torch.Tensor) -> dict[str, torch.Tensor]:
-        """FDC training: C(x^D, x) -> +1, C(x', x) -> 0, C(x^U, x) -> -1 (L1) [targets inferred]."""
-        fdc = self._training_modules(0)["fdc"]
+                  x_up: torch.Tensor, fdc: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """FDC training: C(x^D, x) -> +1, C(x', x) -> 0, C(x^U, x) -> -1 (L1) [targets inferred]
+        (``fdc``: its data-parallel wrapper in a multi-rank fit)."""
+        fdc = fdc or self._training_modules(0)["fdc"]
         return {
             "fdc/pos": (fdc(x_down, x) - 1).abs().mean(),
             "fdc/zero": fdc(x_other, x).abs().mean(),
@@ -333,15 +337,18 @@ class FCA(DegradationSRMethod):
         }
 
     def adaptation_terms(self, fake: torch.Tensor, x: torch.Tensor, x_down: torch.Tensor,
-                         x_up: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L_FDC(G(x), x), L_FDC(G(x), x^U), L_FDC(G(x), x^D) and the LSGAN wavelet terms."""
+                         x_up: torch.Tensor, wd: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """L_FDC(G(x), x), L_FDC(G(x), x^U), L_FDC(G(x), x^D) and the LSGAN wavelet terms
+        (``wd``: the wavelet discriminator's data-parallel wrapper for its own loss; the
+        generator's terms go through the bare frozen FDC and the bare discriminator)."""
         t = self._training_modules(0)
-        fdc, wd = t["fdc"], t["wd"]
+        fdc, bare = t["fdc"], t["wd"]
+        wd = wd or bare
         return {
             "fdc/self": fdc(fake, x).abs().mean(),
             "fdc/up": (fdc(fake, x_up) - 1).abs().mean(),
             "fdc/down": (fdc(fake, x_down) + 1).abs().mean(),
-            "wd/g": ((wd(fake) - 1) ** 2).mean(),
+            "wd/g": ((bare(fake) - 1) ** 2).mean(),
             "wd/d": 0.5 * (((wd(x) - 1) ** 2).mean() + (wd(fake.detach()) ** 2).mean()),
         }
 
@@ -350,16 +357,21 @@ class FCA(DegradationSRMethod):
             self.generator.eval()
             return torch.round(self.generator(hr).clamp(0, 1) * 255.0) / 255.0
 
-    def sr_terms(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def sr_terms(self, lr: torch.Tensor, hr: torch.Tensor, sr: nn.Module | None = None,
+                 d: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """ESRGAN: L1, VGG feature L1, RaGAN on SR vs HR (``sr``/``d``: data-parallel wrappers
+        for the networks' own losses; the generator's RaGAN term goes through the bare
+        discriminator, see esrgan_fs_step)."""
         t = self._training_modules(0)
-        sr = self.sr(lr)
-        d = t["sr_d"]
+        out = (sr or self.sr)(lr)
+        bare = t["sr_d"]
+        d = d or bare
         real_logits = d(hr)
         return {
-            "sr/pix": F.l1_loss(sr, hr),
-            "sr/fea": t["perceptual"](sr, hr),
-            "sr/gan": ragan_g(real_logits.detach(), d(sr)),
-            "sr/d": ragan_d(real_logits, d(sr.detach())),
+            "sr/pix": F.l1_loss(out, hr),
+            "sr/fea": t["perceptual"](out, hr),
+            "sr/gan": ragan_g(real_logits.detach(), bare(out)),
+            "sr/d": ragan_d(real_logits, d(out.detach())),
         }
 
     def loss_terms(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -392,25 +404,32 @@ class FCA(DegradationSRMethod):
         rng = torch_generator(data.seed, "fca", "resample")
         fdc, wd = t["fdc"], t["wd"]
 
+        def resampled(scale: float) -> torch.Tensor:
+            # drawn for the step's whole batch, then this rank's slice: N ranks see what one process sees
+            return ddp.shard(rescaled_patches(targets, bs, p_deg, scale, rng))
+
         # Stage 1: FDC on target LR, scale curriculum 3.5 -> 1.2.
         opt = adam(fdc.parameters(), 1e-4, (0.5, 0.999))
-
-        def fdc_step(i: int) -> dict[str, float]:
-            fdc.train()
-            sc = curriculum_scale(i, n_fdc, FCA_SCALES[1], FCA_SCALES[0])
-            x, x_other = rescaled_patches(targets, bs, p_deg, 1.0, rng), rescaled_patches(targets, bs, p_deg, 1.0, rng)
-            terms = self.fdc_terms(x, x_other, rescaled_patches(targets, bs, p_deg, 1 / sc, rng),
-                                   rescaled_patches(targets, bs, p_deg, sc, rng))
-            opt.zero_grad()
-            sum(terms.values()).backward()
-            opt.step()
-            return {**{k: v.item() for k, v in terms.items()}, "fdc/scale": sc}
-
         # Stage 2: adaptation generator against the frozen FDC and the wavelet discriminator.
         hr_pool = PatchSampler(data.source_hr, s * p_deg, torch_generator(data.seed, "fca", "adapt-hr"))
         opt_g = adam(self.generator.parameters(), 1e-4, (0.5, 0.999))
         opt_d = adam(wd.parameters(), 1e-4, (0.5, 0.999))
         lo, hi = FCA_SCALES
+        # Stage 3: ESRGAN on the adapted pairs [inferred recipe: FSSR's SR stage].
+        sr_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "fca", "sr-hr"))
+        state = TrainState(generator=self.generator, sr=self.sr, fdc=fdc, wd=wd, sr_d=t["sr_d"], fdc_opt=opt,
+                           adapt_opt_g=opt_g, adapt_opt_d=opt_d, hr_pool=hr_pool, sr_pool=sr_pool, resample=rng)
+        fdc_ddp, gen_ddp, wd_ddp = parallel(fdc), parallel(self.generator), parallel(wd)  # DDP under torchrun
+
+        def fdc_step(i: int) -> dict[str, float]:
+            fdc.train()
+            sc = curriculum_scale(i, n_fdc, FCA_SCALES[1], FCA_SCALES[0])
+            x, x_other = resampled(1.0), resampled(1.0)
+            terms = self.fdc_terms(x, x_other, resampled(1 / sc), resampled(sc), fdc_ddp)
+            opt.zero_grad()
+            sum(terms.values()).backward()
+            opt.step()
+            return {**{k: v.item() for k, v in terms.items()}, "fdc/scale": sc}
 
         def adapt_step(i: int) -> dict[str, float]:
             fdc.eval()
@@ -419,24 +438,20 @@ class FCA(DegradationSRMethod):
             wd.train()
             hr = hr_pool.sample(bs).to(self.device)
             sc = lo + (hi - lo) * float(torch.rand((), generator=rng))
-            x = rescaled_patches(targets, bs, p_deg, 1.0, rng)
-            terms = self.adaptation_terms(self.generator(hr), x, rescaled_patches(targets, bs, p_deg, 1 / sc, rng),
-                                          rescaled_patches(targets, bs, p_deg, sc, rng))
+            x = resampled(1.0)
+            terms = self.adaptation_terms(gen_ddp(hr), x, resampled(1 / sc), resampled(sc), wd_ddp)
             descend(opt_g, sum(FCA_W[k] * terms[k] for k in ("fdc/self", "fdc/up", "fdc/down", "wd/g")),
                     self.generator)
             descend(opt_d, terms["wd/d"], wd)
             return {k: v.item() for k, v in terms.items()}
 
-        # Stage 3: ESRGAN on the adapted pairs [inferred recipe: FSSR's SR stage].
-        sr_pool = PatchSampler(data.source_hr, s * p, torch_generator(data.seed, "fca", "sr-hr"))
-
         def sr_batch() -> tuple[torch.Tensor, torch.Tensor]:
             hr = sr_pool.sample(bs).to(self.device)
             return self.make_pairs(hr), hr
 
-        stages = [Stage("FDC", fdc_step, n_fdc), Stage("adaptation", adapt_step, n_adapt),
-                  Stage("SR", esrgan_fs_step(self.sr, t["sr_d"], budget.lr, n_sr, sr_batch, self.sr_terms), n_sr)]
-        report = run_stages(stages, budget, desc=f"fit fca x{self.scale}", report=report)
+        sr_step = esrgan_fs_step(self.sr, t["sr_d"], budget.lr, n_sr, sr_batch, self.sr_terms, state)
+        stages = [Stage("FDC", fdc_step, n_fdc), Stage("adaptation", adapt_step, n_adapt), Stage("SR", sr_step, n_sr)]
+        report = run_stages(stages, budget, desc=f"fit fca x{self.scale}", state=state, report=report)
         self.sr.eval()
         self.generator.eval()
         report.notes.append(f"FDC {n_fdc} it, adaptation {n_adapt} it (LR patch {p_deg}), SR {n_sr} it (LR patch {p})")

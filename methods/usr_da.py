@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from types import SimpleNamespace
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from torch import nn
 
 from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench import ddp
+from bench.ddp import parallel
+from bench.resume import TrainState
 from bench.train import VGG19_FILE, PatchSampler, PerceptualLoss, run_training, set_requires_grad, torch_generator
 
 from ._esrgan import RRDBNet, VGGDiscriminator
@@ -323,21 +327,26 @@ class USRDA(Method):
             raise BenchError("usr-da: call prepare_training(patch_size, seed) before computing losses")
         return self.discs, self.percept
 
-    def generator_terms(self, x_t: torch.Tensor, y_s: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every G-side term of train.py, unweighted (x_t target LR, y_s source HR, both in [0,1])."""
+    def generator_terms(self, x_t: torch.Tensor, y_s: torch.Tensor, enc: nn.Module | None = None,
+                        dec_id: nn.Module | None = None, dec_sr: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """Every G-side term of train.py, unweighted (x_t target LR, y_s source HR, both in [0,1]).
+
+        ``enc``/``dec_id``/``dec_sr``: the networks' data-parallel wrappers in a multi-rank fit
+        (this is their own loss); the critics are called bare (see ``bench.ddp.parallel``)."""
         discs, _ = self._require_training()
+        enc, dec_id, dec_sr = enc or self.enc, dec_id or self.dec_id, dec_sr or self.dec_sr
         x_s = self.source_lr(y_s)
-        f_t, f_s = self.enc(x_t), self.enc(x_s)
+        f_t, f_s = enc(x_t), enc(x_s)
         # 1. feature-distribution alignment: both domains pushed to the critic's midpoint (LSGAN c=0.5)
         align = _lsgan(discs.feat(f_t), 0.5) + _lsgan(discs.feat(f_s), 0.5)
         # 2. SR reconstruction of the source
-        y_ss = self.dec_sr(f_s)
+        y_ss = dec_sr(f_s)
         # 3. target LR restoration, 4. target degradation style
-        x_tt = self.dec_id(f_t)
-        x_st = self.dec_id(f_s)
+        x_tt = dec_id(f_t)
+        x_st = dec_id(f_s)
         # 5. feature identity, 6. cycle through target-style LR
-        f_s_tilde = self.enc(x_st)
-        y_sts = self.dec_sr(f_s_tilde)
+        f_s_tilde = enc(x_st)
+        y_sts = dec_sr(f_s_tilde)
         return {
             "align": align,
             "rec_l1": F.l1_loss(y_ss, y_s),
@@ -358,9 +367,13 @@ class USRDA(Method):
         return (w.align * t["align"] + w.rec * rec + w.res * t["res"] + w.sty * t["sty"]
                 + w.idt * t["idt"] + w.cyc * cyc)
 
-    def discriminator_terms(self, x_t: torch.Tensor, y_s: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The four LSGAN critic terms of train.py (generator outputs are constants here)."""
+    def discriminator_terms(self, x_t: torch.Tensor, y_s: torch.Tensor, critics: Any = None) -> dict[str, torch.Tensor]:
+        """The four LSGAN critic terms of train.py (generator outputs are constants here).
+
+        ``critics``: the discriminators' data-parallel wrappers in a multi-rank fit (attributes
+        ``feat``, ``img_lr``, ``img_hr``, as :class:`Discriminators`)."""
         discs, _ = self._require_training()
+        discs = critics or discs
         with torch.no_grad():
             x_s = self.source_lr(y_s)
             f_t, f_s = self.enc(x_t), self.enc(x_s)
@@ -384,7 +397,8 @@ class USRDA(Method):
         return list(self.enc.parameters()) + list(self.dec_id.parameters()) + list(self.dec_sr.parameters())
 
     def _sampler(self, data: TrainingData, budget: Budget):
-        """Unpaired (x_t, y_s) batches with the reference's joint flip/rotation augmentation."""
+        """Unpaired (x_t, y_s) batches with the reference's joint flip/rotation augmentation, and
+        what drawing one advances (two samplers and the augmentation generator), to register."""
         p = budget.patch_size
         tgt = PatchSampler(data.target_lr, p, torch_generator(data.seed, self.info.name, "target"), augment=False)
         src = PatchSampler(data.source_hr, self.scale * p, torch_generator(data.seed, self.info.name, "source"),
@@ -393,23 +407,25 @@ class USRDA(Method):
 
         def sample() -> tuple[torch.Tensor, torch.Tensor]:
             x_t, y_s = tgt.sample(budget.batch_size), src.sample(budget.batch_size)
-            u = torch.rand(budget.batch_size, 2, generator=aug)
-            for i in range(budget.batch_size):
+            # drawn for the step's whole batch, then this rank's rows (the samplers give this rank's slice)
+            u = ddp.shard(torch.rand(budget.batch_size, 2, generator=aug))
+            for i in range(u.shape[0]):
                 if u[i, 0] < 0.5:
                     x_t[i], y_s[i] = x_t[i].flip(-1), y_s[i].flip(-1)
                 if u[i, 1] < 0.75:
                     x_t[i], y_s[i] = x_t[i].rot90(1, (-2, -1)), y_s[i].rot90(1, (-2, -1))
             return x_t.to(self.device), y_s.to(self.device)
 
-        return sample
+        return sample, {"target_pool": tgt, "source_pool": src, "augment": aug}
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
         if data.scale != self.scale:
             raise BenchError(f"usr-da was built for x{self.scale} but the training data is x{data.scale}")
         if not data.target_lr:
             raise BenchError("usr-da is unpaired: it needs TrainingData.target_lr (run it with a target suite)")
-        if budget.batch_size < 2:
-            raise BenchError("usr-da needs batch_size >= 2: its BatchNorm discriminators end at 1x1 spatial size")
+        if ddp.rank_batch(budget.batch_size) < 2:
+            raise BenchError("usr-da needs batch_size >= 2 (per rank in a data-parallel fit): its BatchNorm "
+                             "discriminators end at 1x1 spatial size")
         self.prepare_training(budget.patch_size, data.seed)
         discs = self.discs
         report = FitReport()
@@ -421,7 +437,13 @@ class USRDA(Method):
         miles = sorted({max(1, round(f * budget.iterations)) for f in s.milestones})
         sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, miles, s.gamma)
         sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, miles, s.gamma)
-        sample = self._sampler(data, budget)
+        sample, draws = self._sampler(data, budget)
+        state = TrainState(net=self.net, dec_id=self.dec_id, discs=discs, opt_g=opt_g, opt_d=opt_d, sched_g=sched_g,
+                           sched_d=sched_d, **draws)
+        # DDP wrappers under torchrun (the networks themselves otherwise), one per network
+        enc, dec_id, dec_sr = parallel(self.enc), parallel(self.dec_id), parallel(self.dec_sr)
+        critics = SimpleNamespace(feat=parallel(discs.feat), img_lr=parallel(discs.img_lr),
+                                  img_hr=parallel(discs.img_hr))
         self.net.train()
         self.dec_id.train()
         discs.train()
@@ -431,7 +453,7 @@ class USRDA(Method):
             set_requires_grad(discs, True)
             opt_d.zero_grad()
             for _ in range(s.n_disc):
-                d_terms = self.discriminator_terms(x_t, y_s)
+                d_terms = self.discriminator_terms(x_t, y_s, critics)
                 d_total = sum(d_terms.values())
                 d_total.backward()
                 opt_d.step()
@@ -440,7 +462,7 @@ class USRDA(Method):
             # zero_grad once, then n_gen steps: as train.py, the second step uses accumulated gradients
             opt_g.zero_grad()
             for _ in range(s.n_gen):
-                g_terms = self.generator_terms(x_t, y_s)
+                g_terms = self.generator_terms(x_t, y_s, enc, dec_id, dec_sr)
                 g_total = self.generator_total(g_terms)
                 g_total.backward()
                 opt_g.step()
@@ -448,7 +470,7 @@ class USRDA(Method):
             return {"G": g_total.item(), "D": d_total.item(), **{k: v.item() for k, v in g_terms.items()}}
 
         try:
-            run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}", report=report)
+            run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}", state=state, report=report)
         finally:
             set_requires_grad(discs, True)
             self.net.eval()
