@@ -18,7 +18,9 @@ Training (official ``trainer.py`` with the README command): MoCo on the encoder 
 from the first iteration (``--epochs_encoder=-1``); LR made by a MANet-style shifted
 anisotropic Gaussian (variances), replicate padding and s-fold subsampling.
 The MoCo key encoder and queue are training state: the release drops them, so they
-live outside the inference network here (:class:`MoCoKey`).
+live outside the inference network here (:class:`MoCoKey`). In a data-parallel fit every
+rank enqueues the keys of the whole step's batch in rank order, so all ranks keep the
+queue one process keeps; the queue must hold a whole number of batches.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from torch import nn
 
 from bench.adapter import (MethodContext, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench.ddp import gather, parallel, shard
+from bench.resume import TrainState
 from bench.train import PatchSampler, adam, run_training, torch_generator
 
 from ._esrgan import ResidualDenseBlock
@@ -501,28 +505,38 @@ class CDSRMethod(Method):
         torch.save(self.net.state_dict(), path)  # = the release: no key encoder, no queue
 
     # -- training --------------------------------------------------------
-    def degrade_pairs(self, hr_pairs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """n x 2 x 3 x H x W HR pairs -> LR pairs; both patches of an image share a kernel."""
+    def degrade_pairs(self, hr_pairs: torch.Tensor, generator: torch.Generator, total: int | None = None
+                      ) -> torch.Tensor:
+        """n x 2 x 3 x H x W HR pairs -> LR pairs; both patches of an image share a kernel.
+
+        ``total``: the step's whole batch when ``hr_pairs`` is this rank's share of it (a
+        data-parallel fit): the random draws are made for all ``total`` images, as one
+        process makes them, and this rank uses its slice (``bench.ddp.shard``)."""
         n = hr_pairs.shape[0]
+        total = total or n
+        mine = shard if total != n else (lambda t: t)
         var_range = (0.175 * self.scale, 2.5 * self.scale)
-        kernels = random_manet_kernels(n, self.scale, var_range, generator).repeat_interleave(2, dim=0)
+        kernels = mine(random_manet_kernels(total, self.scale, var_range, generator)).repeat_interleave(2, dim=0)
         lr = blur_subsample(hr_pairs.flatten(0, 1), kernels, self.scale)
         if self.train_noise > 0:  # per-image level U[0, noise], 20% kept clean (official rate_cln)
-            u = torch.rand(n, 2, generator=generator)
+            u = mine(torch.rand(total, 2, generator=generator))
             level = (u[:, 0] * self.train_noise / 255.0) * (u[:, 1] >= 0.2)
-            noise = torch.randn(lr.shape, generator=generator) * level.repeat_interleave(2)[:, None, None, None]
+            noise = mine(torch.randn((2 * total, *lr.shape[1:]), generator=generator))
+            noise = noise * level.repeat_interleave(2)[:, None, None, None]
             lr = (lr + noise.to(lr)).clamp(0, 1)
         return lr.view(n, 2, *lr.shape[1:])
 
-    def loss_terms(self, lr_pairs: torch.Tensor, hr: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def loss_terms(self, lr_pairs: torch.Tensor, hr: torch.Tensor, g: nn.Module | None = None,
+                   e: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """L1 (0..255 scale, as the official loss) and MoCo InfoNCE; also returns the keys
-        to enqueue. ``lr_pairs``: n x 2 x 3 x h x w; ``hr``: the first patches' HR."""
+        to enqueue. ``lr_pairs``: n x 2 x 3 x h x w; ``hr``: the first patches' HR.
+        ``g``/``e``: data-parallel wrappers of the generator and the query encoder."""
         im_q, im_k = lr_pairs[:, 0], lr_pairs[:, 1]
-        fea, q_out = self.net.E.encoder_q(im_q)
+        fea, q_out = (e or self.net.E.encoder_q)(im_q)
         k = self.moco.keys(im_k)
         logits = self.moco.logits(q_out, k)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        sr = self.net.G(im_q, fea)
+        sr = (g or self.net.G)(im_q, fea)
         terms = {
             "l1": F.l1_loss(sr * 255.0, hr * 255.0),
             "contrastive": F.cross_entropy(logits, labels),
@@ -532,6 +546,9 @@ class CDSRMethod(Method):
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
         if budget.patch_size < PATCH:
             raise BenchError(f"cdsr: LR patch {budget.patch_size} is below the encoder's {PATCH}-pixel patch")
+        if self.arch.queue % budget.batch_size:
+            raise BenchError(f"cdsr: the MoCo queue ({self.arch.queue}) is not a multiple of the batch "
+                             f"({budget.batch_size}, the total over all ranks); choose a batch that divides it")
         gen = torch_generator(data.seed, self.info.name, "degrade")
         sampler = PairPatchSampler(data.source_hr, budget.patch_size * self.scale,
                                    torch_generator(data.seed, self.info.name, "patches"))
@@ -539,24 +556,26 @@ class CDSRMethod(Method):
         opt = adam(self.net.parameters(), budget.lr)
         quarter = max(1, budget.iterations // 4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 ** (i // quarter))
+        state = TrainState(net=self.net, moco=self.moco, opt=opt, sched=sched, sampler=sampler, gen=gen)
+        g, e = parallel(self.net.G), parallel(self.net.E.encoder_q)  # DDP wrappers under torchrun
         self.net.train()
         self.moco.train()
 
         def step(i: int) -> dict[str, float]:
-            hr_pairs = sampler.sample_pairs(budget.batch_size)
-            lr_pairs = self.degrade_pairs(hr_pairs, gen).to(self.device)
+            hr_pairs = sampler.sample_pairs(budget.batch_size)  # this rank's share
+            lr_pairs = self.degrade_pairs(hr_pairs, gen, budget.batch_size).to(self.device)
             self.moco.momentum_update(self.net.E.encoder_q)
-            terms, k = self.loss_terms(lr_pairs, hr_pairs[:, 0].to(self.device))
+            terms, k = self.loss_terms(lr_pairs, hr_pairs[:, 0].to(self.device), g, e)
             loss = terms["l1"] + self.c_weight * terms["contrastive"]
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            self.moco.enqueue(k)
+            self.moco.enqueue(gather(k))  # the whole batch's keys, in rank order: one queue on every rank
             return {name: t.item() for name, t in terms.items()}
 
         try:
-            report = run_training(step, budget, desc=f"fit cdsr x{self.scale}")
+            report = run_training(step, budget, desc=f"fit cdsr x{self.scale}", state=state)
         finally:
             self.net.eval()
         report.notes.append(f"CDSR official recipe (MoCo + L1) on {budget.describe()}; kernels MANet-style, "

@@ -49,6 +49,10 @@ How each is implemented (everything not in S1-S4 is [inferred] and can be swappe
 The inference network (``CRLSRNet``) is encoder -> body -> upsample -> refine -> tail,
 on [0,1] with a DIV2K mean shift; the HR encoder and projection heads are training
 only and are not saved.
+
+Data parallel: the training degradation draws per image and per subset of the batch
+from one generator, so every rank degrades the whole step's batch (all ranks' patches
+gathered in rank order) as one process does, and keeps its own slice.
 """
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ from torch import nn
 
 from bench.adapter import (MethodContext, BenchError, Budget, FitReport, Method, MethodInfo, TrainingData, load_state_dict_checked,
                            load_torch_file, register_method)
+from bench.ddp import gather, parallel, shard, world
+from bench.resume import TrainState
 from bench.train import PatchSampler, adam, run_training, set_requires_grad, torch_generator
 
 from ._blocks import MeanShift, ResBlock, Upsampler, default_conv
@@ -171,6 +177,21 @@ class ContrastiveHeads(nn.Module):
     def embed_hr(self, img: torch.Tensor) -> torch.Tensor:
         """HR-size image in [0,1] -> projected features on the LR grid."""
         return self.proj_hr(self.encoder_hr(self.sub_mean(img)))
+
+
+class TrainedPass(nn.Module):
+    """The forward pass of everything CRL-SR's loss trains: (z_L, SR, projected z_L,
+    projected z_H). One module, because DistributedDataParallel wraps a module's
+    ``forward`` and both the network and the heads learn from this pass (the frozen
+    CFR pass goes through the bare heads)."""
+
+    def __init__(self, net: CRLSRNet, heads: ContrastiveHeads):
+        super().__init__()
+        self.net, self.heads = net, heads
+
+    def forward(self, lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z_lr = self.net.encode(lr)
+        return z_lr, self.net.decode(z_lr), self.heads.proj_lr(z_lr), self.heads.embed_hr(hr)
 
 
 # ---------------------------------------------------------------------------
@@ -319,14 +340,13 @@ class CRLSR(Method):
         mask = torch.where(sv, mask, torch.ones_like(mask))[:, None]
         return mask * a + (1 - mask) * b
 
-    def loss_terms(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """L1, bidirectional contrastive (CDE) and conditional contrastive (CFR) terms."""
-        z_lr = self.net.encode(lr)
-        sr = self.net.decode(z_lr)
+    def loss_terms(self, lr: torch.Tensor, hr: torch.Tensor, generator: torch.Generator,
+                   trained: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """L1, bidirectional contrastive (CDE) and conditional contrastive (CFR) terms
+        (``trained``: the data-parallel wrapper of :class:`TrainedPass` in a multi-rank fit)."""
+        z_lr, sr, p_lr, p_hr = (trained or TrainedPass(self.net, self.heads))(lr, hr)
         h, w = z_lr.shape[-2:]
         idx = sample_locations(h, w, self.arch.n_samples, generator)
-        p_lr = self.heads.proj_lr(z_lr)
-        p_hr = self.heads.embed_hr(hr)
         terms = {"l1": F.l1_loss(sr, hr), "bidirectional": bidirectional_contrastive(p_lr, p_hr, idx)}
         # CFR: the embedding space is a fixed yardstick for this term, so only the SR network learns from it
         set_requires_grad(self.heads, False)
@@ -350,13 +370,19 @@ class CRLSR(Method):
         opt = adam(params, budget.lr)
         quarter = max(1, budget.iterations // 4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 ** (i // quarter))  # [inferred]
+        state = TrainState(net=self.net, heads=self.heads, opt=opt, sched=sched, sampler=sampler, gen=gen,
+                           gen_loc=gen_loc)
+        trained = parallel(TrainedPass(self.net, self.heads))  # DDP wrapper under torchrun
         self.net.train()
         self.heads.train()
 
         def step(i: int) -> dict[str, float]:
-            hr = sampler.sample(budget.batch_size)
-            lr = self.degrade(hr, gen)
-            terms = self.loss_terms(lr.to(self.device), hr.to(self.device), gen_loc)
+            hr = sampler.sample(budget.batch_size)  # this rank's share
+            if world().size > 1:  # degrade the whole batch (gathered on the fit's device: NCCL) as one process does
+                lr = shard(self.degrade(gather(hr.to(self.device)).cpu(), gen))
+            else:
+                lr = self.degrade(hr, gen)
+            terms = self.loss_terms(lr.to(self.device), hr.to(self.device), gen_loc, trained)
             loss = terms["l1"] + self.w_bi * terms["bidirectional"] + self.w_cc * terms["conditional"]
             opt.zero_grad()
             loss.backward()
@@ -365,7 +391,7 @@ class CRLSR(Method):
             return {k: v.item() for k, v in terms.items()}
 
         try:
-            report = run_training(step, budget, desc=f"fit crl-sr x{self.scale}")
+            report = run_training(step, budget, desc=f"fit crl-sr x{self.scale}", state=state)
         finally:
             self.net.eval()
         report.notes.append("CRL-SR re-implemented from the abstract only; losses, sizes and recipe inferred")

@@ -7,6 +7,10 @@ conv. The degradation representation comes from DASR's encoder
 (:class:`methods.dasr_wang.DegradationEncoder`, without the projection head), trained
 with a ranker whose scores must order degradations by blur widths and noise level.
 Module names follow ``wangyue7777/blindsr_daa`` so ``model_best.pt`` loads unchanged.
+
+Data parallel: the six LR views of a step draw their noise from one generator in turn,
+so every rank makes the views of the whole step's batch (all ranks' patches gathered in
+rank order) as one process does, and keeps its own slice.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from torch import nn
 
 from bench.adapter import (MethodContext, sha256_file, BenchError, Budget, CheckpointInfo, FitReport, Method, MethodInfo, TrainingData,
                            load_state_dict_checked, load_torch_file, register_method)
+from bench.ddp import gather, parallel, shard, world
+from bench.resume import TrainState
 from bench.train import run_training, torch_generator
 
 from ._blocks import default_conv
@@ -203,6 +209,20 @@ class AdaptedIMDN(nn.Module):
             outs.append(prev)
         out_lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea  # the adapted head features
         return self.upsampler(out_lr), diffs
+
+
+class PlainIMDN(nn.Module):
+    """G's IMDN without its adapters, as a module of its own over the same parameters:
+    what the bicubic backbone stage trains (``G(x, None)``). A data-parallel wrapper of
+    all of G would wait there for adapter gradients that never come."""
+
+    def __init__(self, g: AdaptedIMDN):
+        super().__init__()
+        self.parts = nn.ModuleDict({k: m for k, m in g.named_children() if not k.startswith("adapt")})
+        self._g = [g]  # in a list: not a submodule, so the adapters stay out of this module's parameters
+
+    def forward(self, x: torch.Tensor, rep: None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self._g[0](x, None)
 
 
 # ---------------------------------------------------------------------------
@@ -471,19 +491,27 @@ class DAA(Method):
         lr = degrade_to_255(hr, self.scale, None, None, None, torch.zeros(hr.shape[0]), generator)
         return {"lr_bic": lr.to(self.device), "hr": hr.to(self.device)}
 
-    def loss_terms(self, batch: Mapping[str, torch.Tensor], stage: str = "joint") -> dict[str, torch.Tensor]:
+    def loss_terms(self, batch: Mapping[str, torch.Tensor], stage: str = "joint", *, g: nn.Module | None = None,
+                   imdn: nn.Module | None = None, encoder: nn.Module | None = None,
+                   ranker: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """``backbone``: L1 (0..255) of the plain IMDN on bicubic LR. ``encoder``: the
-        unweighted parts of the ranking loss; ``joint``: those plus ``sr_l1`` on 0..255."""
+        unweighted parts of the ranking loss; ``joint``: those plus ``sr_l1`` on 0..255.
+
+        ``g``/``imdn``/``encoder``/``ranker``: data-parallel wrappers of G, of its
+        :class:`PlainIMDN`, of the encoder and of the ranker, each called where it learns;
+        the joint stage's frozen ranker is called bare (see ``bench.ddp.parallel``)."""
         if stage == "backbone":
-            sr, _ = self.net.G(batch["lr_bic"] / RGB_RANGE, None)
+            sr, _ = (imdn or self.net.G)(batch["lr_bic"] / RGB_RANGE, None)
             return {"backbone_l1": F.l1_loss(sr, batch["hr"]) * RGB_RANGE}
         E = self.net.E
+        enc = encoder or E.encoder_q
+        rank = (ranker or E.ranker_q) if stage == "encoder" else E.ranker_q
         views = ("q", "k", "k1", "k2", "k3", "bic")
-        feas = {v: E.encoder_q(batch[f"lr_{v}"]) for v in views}
-        scores = {v: E.ranker_q(f) for v, f in feas.items()}
+        feas = {v: enc(batch[f"lr_{v}"]) for v in views}
+        scores = {v: rank(f) for v, f in feas.items()}
         terms = rank_loss_terms(scores, batch)
         if stage == "joint":
-            sr, _ = self.net.G(batch["lr_q"] / RGB_RANGE, represent(feas["q"]))
+            sr, _ = (g or self.net.G)(batch["lr_q"] / RGB_RANGE, represent(feas["q"]))
             terms["sr_l1"] = F.l1_loss(sr, batch["hr"]) * RGB_RANGE
         return terms
 
@@ -511,11 +539,24 @@ class DAA(Method):
         opt_backbone = torch.optim.Adam(backbone, lr=self.recipe.lr_backbone)
         opt_eg = torch.optim.Adam(list(E.encoder_q.parameters()) + list(G.parameters()), lr=self.recipe.lr_encoder)
         opt_r = torch.optim.Adam(E.ranker_q.parameters(), lr=self.recipe.lr_encoder)
+        state = TrainState(net=self.net, opt_backbone=opt_backbone, opt_eg=opt_eg, opt_r=opt_r, sampler=sampler,
+                           deg_gen=deg_gen)
+        # DDP wrappers under torchrun, one per set of parameters a stage trains
+        nets = dict(g=parallel(G), imdn=parallel(PlainIMDN(G)), encoder=parallel(E.encoder_q),
+                    ranker=parallel(E.ranker_q))
         self.net.train()
 
+        def lr_views(hr_pairs: torch.Tensor) -> dict[str, torch.Tensor]:
+            """This rank's slice of the whole batch's LR views, drawn as one process draws them."""
+            if world().size == 1:
+                return self.make_batch(hr_pairs, deg_gen)
+            whole = self.make_batch(gather(hr_pairs.to(self.device)).cpu(), deg_gen)  # NCCL gathers on the GPU
+            return {k: shard(v) for k, v in whole.items()}
+
         def step(i: int) -> dict[str, float]:
-            if i < n_backbone:
-                terms = self.loss_terms(self.make_bicubic_batch(sampler.sample(budget.batch_size), deg_gen), "backbone")
+            if i < n_backbone:  # bicubic-only LR draws nothing: this rank's patches suffice
+                terms = self.loss_terms(self.make_bicubic_batch(sampler.sample(budget.batch_size), deg_gen), "backbone",
+                                        **nets)
                 opt_backbone.zero_grad()
                 terms["backbone_l1"].backward()
                 opt_backbone.step()
@@ -528,7 +569,7 @@ class DAA(Method):
             # the official joint stage freezes the ranker (it still passes gradient to E)
             for p in E.ranker_q.parameters():
                 p.requires_grad_(stage == "encoder")
-            terms = self.loss_terms(self.make_batch(sampler.sample_pairs(budget.batch_size), deg_gen), stage)
+            terms = self.loss_terms(lr_views(sampler.sample_pairs(budget.batch_size)), stage, **nets)
             loss = self.total_loss(terms, stage)
             opt_eg.zero_grad()
             opt_r.zero_grad()
@@ -539,7 +580,7 @@ class DAA(Method):
             return {k: v.item() for k, v in terms.items()}
 
         try:
-            report = run_training(step, budget, desc=f"fit daa x{self.scale}")
+            report = run_training(step, budget, desc=f"fit daa x{self.scale}", state=state)
         finally:
             for p in E.ranker_q.parameters():
                 p.requires_grad_(True)
