@@ -401,6 +401,7 @@ class CDSRMethod(Method):
     code_version = "1"
     info = MethodInfo(
         name="cdsr",
+        init_from="scratch (README train command: no --pre_train)",
         title="Joint Learning Content and Degradation Aware Feature for Blind Super-Resolution",
         citation="Zhou, Lin, Luo, Liu, Tai, Wang, Chen. ACM Multimedia 2022 (arXiv 2208.13436)",
         family="blind-synthetic",

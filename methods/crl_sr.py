@@ -240,6 +240,7 @@ class CRLSR(Method):
     code_version = "1"
     info = MethodInfo(
         name="crl-sr",
+        init_from="scratch (no official training code released)",
         title="Blind Image Super-Resolution via Contrastive Representation Learning",
         citation="Zhang, Lu, Zhan, Yu. arXiv 2107.00708, 2021",
         family="blind-synthetic",

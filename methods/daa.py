@@ -352,6 +352,7 @@ class DAA(Method):
     code_version = "1"
     info = MethodInfo(
         name="daa",
+        init_from=("SR generator: IMDN_x4.pth (option_IMBD_nn_tt.py --model_pre_train, loaded with strict=False: the adaptation layers start random); MoCo encoder and ranker from scratch"),
         title="DAA: Blind Image Super-Resolution with Degradation-Aware Adaptation",
         citation="Wang, Ming, Jia, Elder, Lu. ACCV 2022",
         family="blind-synthetic",
@@ -447,6 +448,13 @@ class DAA(Method):
 
     def save_checkpoint(self, path: str | Path) -> None:
         torch.save(self.net.state_dict(), path)
+
+    def load_init(self, path: str | Path) -> None:
+        """``--init daa=IMDN_x4.pth``: the recipe's start of G's backbone (the constructor reads
+        the same file from the context; loading it again is harmless). With it the bicubic
+        backbone stage is skipped, as in the official recipe."""
+        self.imdn_init = Path(path)
+        self.load_imdn(self.imdn_init)
 
     def load_imdn(self, path: str | Path) -> None:
         """Initialise G's IMDN part from an IMDN checkpoint (keys ``module.*``), as the

@@ -345,6 +345,7 @@ class DASRWang(Method):
     code_version = "1"
     info = MethodInfo(
         name="dasr-wang",
+        init_from="scratch (main.sh: no --pre_train; the encoder stage runs first in the same fit)",
         title="DASR: Unsupervised Degradation Representation Learning for Blind Super-Resolution",
         citation="Wang, Wang, Yin, Dong, Wang, An, Guo. CVPR 2021",
         family="blind-synthetic",

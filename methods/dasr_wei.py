@@ -179,6 +179,7 @@ class DASRWei(DegradationSRMethod):
 
     info = MethodInfo(
         name="dasr-wei",
+        init_from=("SRN: from scratch in codes/SRN/options/train/train_DASR_auto_reproduce_aim2019.json (pretrain_model_G null); train_DASR.json points at the authors' unreleased premodel/12500_G.pth; DSN from scratch"),
         title="Unsupervised Real-world Image Super Resolution via Domain-distance Aware Training",
         citation="Y. Wei, S. Gu, Y. Li, R. Timofte, L. Jin, H. Song. Unsupervised Real-world Image Super "
                  "Resolution via Domain-distance Aware Training. CVPR 2021.",

@@ -237,6 +237,7 @@ class FCA(DegradationSRMethod):
 
     info = MethodInfo(
         name="fca",
+        init_from="scratch (no official training code released)",
         title="Frequency Consistent Adaptation for Real World Super Resolution",
         citation="X. Ji, G. Tao, Y. Cao, Y. Tai, T. Lu, C. Wang, J. Li, F. Huang. Frequency Consistent Adaptation "
                  "for Real World Super Resolution. AAAI 2021 (arXiv 2012.10102).",

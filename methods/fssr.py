@@ -95,6 +95,7 @@ class FSSR(DegradationSRMethod):
 
     info = MethodInfo(
         name="fssr",
+        init_from=("ESRGAN-FS generator: RRDB_ESRGAN_x4.pth (esrgan-fs/codes/options/*/train_SDSR.yml and train_TDSR.yml pretrain_model_G); DSGAN and both discriminators from scratch"),
         title="Frequency Separation for Real-World Super-Resolution (DSGAN + ESRGAN-FS)",
         citation="M. Fritsche, S. Gu, R. Timofte. Frequency Separation for Real-World Super-Resolution. "
                  "ICCV Workshops (AIM) 2019.",

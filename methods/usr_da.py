@@ -154,6 +154,7 @@ class USRDA(Method):
     weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="usr-da",
+        init_from="scratch (train.py loads only --checkpoint, default None; an unofficial implementation)",
         title="USR-DA: unsupervised real-world SR by feature-domain adaptation",
         citation=("Wei Wang, Haochen Zhang, Zehuan Yuan, Changhu Wang. Unsupervised Real-World "
                   "Super-Resolution: A Domain Adaptation Perspective. ICCV 2021, pp. 4318-4327"),

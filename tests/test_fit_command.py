@@ -177,3 +177,37 @@ def test_bf16_channels_last_fit_and_tensorboard(tmp_path):
     log = (folder / "train_log.csv").read_text()
     assert ",valid,psnr/embedded/bicubic," in log and ",loss,l1," in log
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_init_starts_fssr_from_a_released_rrdbnet_in_any_key_family(tmp_path):
+    from bench.adapter import CheckpointError
+    from bench.cli import main
+    from bench.runner import Runner, RunSpec
+    from methods._esrgan import BASICSR, RRDBNet
+    from methods.fssr import FSSR
+
+    m = FSSR(4, profile="smoke")
+    trunk = m.sr.RRDB_trunk
+    released = RRDBNet(num_feat=m.sr.conv_first.out_channels, num_block=len(trunk),
+                       num_grow_ch=trunk[0].RDB1.conv1.out_channels, keys=BASICSR)
+    torch.nn.init.normal_(released.conv_last.weight)
+    path = tmp_path / "RRDB_x4.pth"
+    torch.save({"params_ema": {f"module.{k}": v for k, v in released.state_dict().items()}}, path)  # BasicSR layout
+    m.load_init(path)  # into ESRGAN-FS's new-arch names
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(m.sr(x), released(x))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="fssr --init .*does not fit"):
+        m.load_init(bad)
+
+    keys = {}
+    for init in ((), (("fssr", str(path)),)):
+        r = Runner(RunSpec(methods=("fssr",), profile="smoke", device="cpu", out=str(tmp_path / "o"), init=init))
+        r.prepare([])
+        keys[init] = r.variant_for("fssr", 4, "mixed", frozenset())[1]["fit_key"]
+    assert len(set(keys.values())) == 2  # the starting file is part of the fit key
+    assert main(["fit", "--methods", "fssr", "--profile", "smoke", "--device", "cpu", "--init", f"fssr={path}",
+                 "--out", str(tmp_path / "o")]) == 0
+    (folder,) = [f for f in (tmp_path / "o" / "cache" / "fits").iterdir() if f.is_dir()]
+    assert json.loads((folder / "fit.json").read_text())["notes"][0].startswith("started from RRDB_x4.pth (sha256 ")
