@@ -47,8 +47,9 @@ def world() -> World:
 
 
 def launched() -> bool:
-    """True in a process that torchrun started as one of several ranks."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True in a process that torchrun started (any number of ranks, one included: the
+    process group and DistributedDataParallel then run even at ``--nproc_per_node 1``)."""
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def init(device: str) -> World:
@@ -77,7 +78,7 @@ def shutdown() -> None:
 
 
 def barrier() -> None:
-    if world().size > 1:
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
@@ -125,12 +126,12 @@ def all_objects(obj):
 
 
 def parallel(module: nn.Module) -> nn.Module:
-    """``module`` wrapped in DistributedDataParallel in a multi-rank fit (itself otherwise).
+    """``module`` wrapped in DistributedDataParallel in a torchrun fit (itself otherwise).
 
     Call the wrapper where the module's own loss is backpropagated; a step that only
     backpropagates *through* it (a generator's loss through its discriminator) calls the
     bare module, or DDP's reducer waits for gradients that never come."""
-    if world().size == 1 or not any(p.requires_grad for p in module.parameters()):
+    if not (dist.is_available() and dist.is_initialized()) or not any(p.requires_grad for p in module.parameters()):
         return module
     dev = next(module.parameters()).device
     ids = [dev.index] if dev.type == "cuda" else None
