@@ -410,6 +410,9 @@ def cmd_fit(argv: list[str]) -> int:
     """Train without evaluating: for jobs that run for days, on one process or under torchrun."""
     p = run_parser()
     p.prog, p.epilog = "run_bench.py fit", FIT_EPILOG
+    for action in p._actions:  # evaluation flags: accepted (one run file serves both), not shown
+        if action.dest in ("metrics", "protocol", "jobs", "tile", "no_timing", "recompute", "cluster"):
+            action.help = argparse.SUPPRESS
     p.description = ("Train the fits a benchmark run with the same flags would use, and evaluate nothing. Under "
                      "torchrun every rank runs this command; rank 0 alone writes state, fits and the store.")
     a = parse_with_config(p, argv)

@@ -632,9 +632,9 @@ class Runner:
         return np.clip(np.round(sr[0].permute(1, 2, 0).numpy() * 255.0), 0, 255).astype(np.uint8)
 
     # -- the run ---------------------------------------------------------
-    def run(self) -> int:
+    def plan_run(self) -> tuple[list[str], list, list[Cell]]:
+        """The run's methods, datasets and cells, checked before any work."""
         from .data import resolve_datasets
-        from .metrics import create_metric
 
         spec = self.spec
         names = method_names(spec)
@@ -642,6 +642,13 @@ class Runner:
         self.prepare(datasets)
         cells = plan_cells(spec, names, datasets, spec.scales)
         self.check_before_work(names, datasets, cells)
+        return names, datasets, cells
+
+    def run(self) -> int:
+        from .metrics import create_metric
+
+        spec = self.spec
+        names, datasets, cells = self.plan_run()
         prov = provenance(spec, self.device)
         prov["datasets"] = {ds.name: {"layout": ds.layout, "root": ds.root, "n_images": len(ds.items),
                                       "manifest": ds.manifest_hash()} for ds in datasets}
@@ -697,14 +704,8 @@ class Runner:
     def fit_only(self) -> int:
         """``run_bench.py fit``: train (or find cached) every learned method's fits that the
         benchmark run with the same flags would use, and evaluate nothing."""
-        from .data import resolve_datasets
-
         spec = self.spec
-        names = method_names(spec)
-        datasets = resolve_datasets(spec.datasets, spec.data_root, spec.scales)
-        self.prepare(datasets)
-        cells = plan_cells(spec, names, datasets, spec.scales)
-        self.check_before_work(names, datasets, cells)
+        names, datasets, cells = self.plan_run()
         fits: dict[tuple[str, int, str], Cell] = {}
         for c in cells:
             if resolve_variant(c.method)[0].info.learned and c.method not in self.checkpoints:

@@ -245,13 +245,18 @@ _PROBE: ContextVar[TrainingProbe | None] = ContextVar("unpaired_sr_bench_trainin
 
 
 @contextmanager
-def probing(probe: TrainingProbe) -> Iterator[TrainingProbe]:
-    """Attach ``probe`` to every :func:`run_training` loop run inside the ``with`` block."""
-    token = _PROBE.set(probe)
+def _scoped(var: ContextVar, value):
+    """``var`` holds ``value`` inside the ``with`` block (and what it held before after it)."""
+    token = var.set(value)
     try:
-        yield probe
+        yield value
     finally:
-        _PROBE.reset(token)
+        var.reset(token)
+
+
+def probing(probe: TrainingProbe):
+    """Attach ``probe`` to every :func:`run_training` loop run inside the ``with`` block."""
+    return _scoped(_PROBE, probe)
 
 
 @dataclass(frozen=True)
@@ -292,13 +297,9 @@ class LoopOptions:
 _OPTIONS: ContextVar[LoopOptions] = ContextVar("unpaired_sr_bench_loop_options", default=LoopOptions())
 
 
-@contextmanager
-def loop_options(options: LoopOptions) -> Iterator[LoopOptions]:
-    token = _OPTIONS.set(options)
-    try:
-        yield options
-    finally:
-        _OPTIONS.reset(token)
+def loop_options(options: LoopOptions):
+    """Run the fits inside the ``with`` block with ``options``."""
+    return _scoped(_OPTIONS, options)
 
 
 class TrainLog:
