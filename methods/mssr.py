@@ -26,7 +26,9 @@ from torch import nn
 
 from bench.adapter import (MethodContext, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench import ddp
 from bench.degrade.resize import imresize_torch
+from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import PReLUResBlock
@@ -42,11 +44,15 @@ class NoiseDraws:
 
     One object per forward pass: from a CPU generator (the official code draws on the
     default CPU generator), from stored maps (to replay the official draws), or zeros.
+    ``shard`` (fit only): the network runs on this rank's share of the step's batch, so
+    each map is drawn for the whole batch and this rank takes its slice (bench/ddp.py):
+    N ranks together see the draws of one process.
     """
 
     def __init__(self, generator: torch.Generator | None = None, stored: Sequence[torch.Tensor] | None = None,
-                 zero: bool = False):
+                 zero: bool = False, shard: bool = False):
         self.generator, self.stored, self.zero, self.count = generator, stored, zero, 0
+        self.shard = shard
 
     def __call__(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         i, self.count = self.count, self.count + 1
@@ -56,6 +62,10 @@ class NoiseDraws:
             if i >= len(self.stored):
                 raise BenchError(f"MSSR noise replay: {len(self.stored)} stored draws, the network needs more")
             return torch.as_tensor(self.stored[i]).to(like.device, like.dtype).reshape(shape)
+        if self.shard:
+            w = ddp.world()
+            full = torch.randn((shape[0] * w.size, *shape[1:]), generator=self.generator)
+            return ddp.shard(full, w).to(like.device, like.dtype)
         return torch.randn(shape, generator=self.generator).to(like.device, like.dtype)
 
 
@@ -149,12 +159,13 @@ class LAM(nn.Module):
 
 
 class CSAM(nn.Module):
-    """Channel-spatial attention: x * sigmoid(conv3d(x)). ``gamma`` is stored but unused (as upstream)."""
+    """Channel-spatial attention: x * sigmoid(conv3d(x)). ``gamma`` is stored but unused (as upstream);
+    it never gets a gradient, so it is frozen: a data-parallel fit's reducer would wait for one."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv3d(1, 1, 3, 1, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.gamma = nn.Parameter(torch.zeros(1), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.conv(x.unsqueeze(1))).view_as(x)
@@ -443,8 +454,10 @@ class MSSR(Method, DegradationModel):
             f"{name}_per": self.percep()(fake, bicubic),
         }
 
-    def _d_term(self, name: str, real_lr: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        d = self.discriminators()[name]
+    def _d_term(self, name: str, real_lr: torch.Tensor, fake: torch.Tensor, d: nn.Module | None = None
+                ) -> torch.Tensor:
+        """``d``: the discriminator's data-parallel wrapper in a multi-rank fit."""
+        d = d if d is not None else self.discriminators()[name]
         return gan_loss(d(real_lr), True) + gan_loss(d(fake.detach()), False)
 
     def _sr_terms(self, hr: torch.Tensor, img1: torch.Tensor, img2: torch.Tensor, target: torch.Tensor
@@ -506,25 +519,40 @@ class MSSR(Method, DegradationModel):
             g_opts[name] = torch.optim.Adam([{"params": noise_params, "lr": DEG["noise_lr"] * k},
                                              {"params": other, "lr": DEG["lr"][name] * k}], betas=DEG["betas"])
             d_opts[name] = adam(self.discriminators()[name].parameters(), DEG["lr"][name] * k, betas=DEG["betas"])
-        deg_groups = [(grp, grp["lr"]) for o in (*g_opts.values(), *d_opts.values()) for grp in o.param_groups]
+        # the groups' starting rates, looked up by position each step: a resumed fit's
+        # Optimizer.load_state_dict replaces the param_group dicts
+        deg_opts = (*g_opts.values(), *d_opts.values())
+        deg_lr0 = [[grp["lr"] for grp in o.param_groups] for o in deg_opts]
         sr_opts = {"g1": adam(self.g1.parameters(), budget.lr, betas=SR["betas"]),
                    "g2": adam(self.g2.parameters(), budget.lr, betas=SR["betas"])}
+        state = TrainState(g1=self.g1, g2=self.g2, han=self.han, deresnet=self.deresnet, d_han=self.d_han,
+                           d_deresnet=self.d_deresnet, hr_pool=hr_pool, lr_pool=lr_pool, noise_gen=noise_gen,
+                           **{f"opt_{k}": o for k, o in g_opts.items()}, **{f"opt_d_{k}": o for k, o in d_opts.items()},
+                           **{f"opt_{k}": o for k, o in sr_opts.items()})
+        # DistributedDataParallel wrappers under torchrun (the networks themselves otherwise),
+        # called where each network's own loss is computed; the generators' adversarial terms
+        # go through the bare discriminators
+        gens = {name: ddp.parallel(gen) for name, gen in self.generators().items()}
+        discs = {name: ddp.parallel(d) for name, d in self.discriminators().items()}
+        g1, g2 = ddp.parallel(self.g1), ddp.parallel(self.g2)
+        sr_base = self.sr_iterations  # SR iterations done before this fit (a loaded <N>g1.ckpt)
 
         def deg_step(i: int) -> dict[str, float]:
             # linear decay over the last 150 of 500 epochs
             start = n_deg * (1 - DEG["decay_share"])
             factor = 1.0 - max(0.0, (i - start) / max(1.0, n_deg * DEG["decay_share"]))
-            for grp, lr0 in deg_groups:
-                grp["lr"] = lr0 * factor
+            for o, lr0s in zip(deg_opts, deg_lr0):
+                for grp, lr0 in zip(o.param_groups, lr0s):
+                    grp["lr"] = lr0 * factor
             hr = hr_pool.sample(n).to(self.device)
             real = lr_pool.sample(n).to(self.device)
             out: dict[str, float] = {}
             for name, gen in self.generators().items():
                 gen.train()
                 d = self.discriminators()[name]
-                fake = self.generate(name, hr, NoiseDraws(noise_gen))
+                fake = gens[name](hr, NoiseDraws(noise_gen, shard=True))
                 set_requires_grad(d, True)
-                d_loss = self._d_term(name, real, fake)
+                d_loss = self._d_term(name, real, fake, discs[name])
                 d_opts[name].zero_grad()
                 d_loss.backward()
                 d_opts[name].step()
@@ -546,34 +574,35 @@ class MSSR(Method, DegradationModel):
             hr = hr_pool.sample(n).to(self.device)
             target = lr_pool.sample(n).to(self.device)
             with torch.no_grad():
-                draws = NoiseDraws(noise_gen)
+                draws = NoiseDraws(noise_gen, shard=True)
                 for gen in self.generators().values():
                     gen.eval()
                 img1, img2 = self.han(hr, draws), self.deresnet(hr, draws)
             self.g1.train()
             self.g2.train()
             col_on = float(SR["col_start"] < it)
-            f11, f12 = self.g1(img1).clamp(0, 1), self.g1(img2).clamp(0, 1)
-            f22 = self.g2(img2).clamp(0, 1)
+            f11, f12 = g1(img1).clamp(0, 1), g1(img2).clamp(0, 1)
+            f22 = g2(img2).clamp(0, 1)
             sup1, col1 = F.l1_loss(f11, hr), F.l1_loss(f12, f22.detach())
             self._sr_update("g1", sr_opts, SR["sup"] * sup1 + SR["col"] * col1 * col_on)
-            f21 = self.g2(img1).clamp(0, 1)
+            f21 = g2(img1).clamp(0, 1)
             sup2, col2 = F.l1_loss(f22, hr), F.l1_loss(f21, f11.detach())
             self._sr_update("g2", sr_opts, SR["sup"] * sup2 + SR["col"] * col2 * col_on)
-            ft1, ft2 = self.g1(target).clamp(0, 1), self.g2(target).clamp(0, 1)
+            ft1, ft2 = g1(target).clamp(0, 1), g2(target).clamp(0, 1)
             pseudo = (0.5 * ft1 + 0.5 * ft2).detach()
             ramp = col_on * it / max(1, n_sr)
             ad1, ad2 = F.l1_loss(pseudo, ft1), F.l1_loss(pseudo, ft2)
             self._sr_update("g1", sr_opts, ad1 * ramp)
             self._sr_update("g2", sr_opts, ad2 * ramp)
-            self.sr_iterations += 1
+            self.sr_iterations = sr_base + it + 1  # from the index: a resumed fit counts the steps before it
             return {"g1_sup": sup1.item(), "g1_col": col1.item(), "g2_sup": sup2.item(), "g2_col": col2.item(),
                     "g1_adapt": ad1.item(), "g2_adapt": ad2.item()}
 
         stages = [Stage("degradation generators", deg_step, n_deg), Stage("sr", sr_step, n_sr)]
         if n_deg:  # the generators being trained are the learned degradation (learning curves read them mid-fit)
             self.deg_ready = {"han", "deresnet"}
-        report = run_stages(stages, budget, desc=f"fit mssr x{self.scale}", report=report)
+        report = run_stages(stages, budget, desc=f"fit mssr x{self.scale}", state=state, report=report)
+        self.sr_iterations = sr_base + n_sr  # also when a resumed fit had no SR step left to run
         for m in (self.ensemble, self.deresnet, self.han, self.d_deresnet, self.d_han):
             m.eval()
         report.notes.append(f"degradation generators {n_deg} it, SR networks {n_sr} it")

@@ -24,6 +24,8 @@ from torch import nn
 
 from bench.adapter import (MethodContext, MethodVariant, DegradationModel, BenchError, Budget, CheckpointError, CheckpointInfo, FitReport, Method, MethodInfo,
                            TrainingData, load_state_dict_checked, load_torch_file, register_method)
+from bench import ddp
+from bench.resume import TrainState
 from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import EDSR
@@ -425,16 +427,27 @@ class PDM(Method, DegradationModel):
                              f"{DEG_FILES[self.deg_kind]} (the official release has none)")
 
     # -- losses ----------------------------------------------------------
-    def _deg_terms(self, hr: torch.Tensor, real_lr: torch.Tensor, g: torch.Generator | None):
-        fake, _, noise = self.net_deg(hr, generator=g)
+    def _codes(self, hr: torch.Tensor, g: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes for this rank's HR patches: drawn for the step's whole batch in the official
+        order, then sharded (bench/ddp.py), so N ranks together draw what one process does."""
+        w = ddp.world()
+        return ddp.shard(self.net_deg.draw_codes((hr.shape[0] * w.size, *hr.shape[1:]), g), w)
+
+    def _deg_terms(self, hr: torch.Tensor, real_lr: torch.Tensor, g: torch.Generator | None,
+                   deg: nn.Module | None = None):
+        """``deg``: netDeg's data-parallel wrapper in a multi-rank fit."""
+        fake, _, noise = (deg if deg is not None else self.net_deg)(hr, *self._codes(hr, g))
         terms = {"lr_adv": lsgan(self.net_d1(fake), True), "noise_mean": F.mse_loss(noise, torch.zeros_like(noise))}
         return fake, terms
 
     def _d_loss(self, net_d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return 0.5 * (lsgan(net_d(real), True) + lsgan(net_d(fake.detach()), False))
 
-    def _sr_terms(self, hr: torch.Tensor, fake_lr: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        sr = self.net_sr(Quant.apply(fake_lr).detach())
+    def _sr_terms(self, hr: torch.Tensor, fake_lr: torch.Tensor, net_sr: nn.Module | None = None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``net_sr``: the SR network's data-parallel wrapper in a multi-rank fit (the adversarial
+        term goes through the bare ``net_d2``)."""
+        sr = (net_sr if net_sr is not None else self.net_sr)(Quant.apply(fake_lr).detach())
         terms = {"sr_pix": F.l1_loss(sr, hr)}
         if self.sr_kind == "rrdb":
             terms["sr_percep"] = self.percep()(sr, hr)
@@ -467,8 +480,9 @@ class PDM(Method, DegradationModel):
         if not data.target_lr:
             raise BenchError("pdm learns from unpaired target-domain LR images: TrainingData.target_lr is empty")
         s, p, n = self.scale, budget.patch_size, budget.batch_size
-        if n < 2:
-            raise BenchError("pdm needs batch_size >= 2 (its degradation model uses batch-statistics BatchNorm)")
+        if ddp.rank_batch(n) < 2:
+            raise BenchError("pdm needs batch_size >= 2 per rank (its degradation model uses batch-statistics "
+                             "BatchNorm)")
         hr_pool = PatchSampler(data.source_hr, p * s, torch_generator(data.seed, "pdm", "hr"))
         lr_pool = PatchSampler(data.target_lr, p, torch_generator(data.seed, "pdm", "lr"))
         codes = torch_generator(data.seed, "pdm", "codes")
@@ -477,6 +491,14 @@ class PDM(Method, DegradationModel):
                 "sr": adam(self.net_sr.parameters(), budget.lr)}
         if self.net_d2 is not None:
             opts["d2"] = adam(self.net_d2.parameters(), budget.lr)
+        nets = {"net_sr": self.net_sr, "net_deg": self.net_deg, "net_d1": self.net_d1,
+                **({"net_d2": self.net_d2} if self.net_d2 is not None else {})}
+        state = TrainState(**nets, hr_pool=hr_pool, lr_pool=lr_pool, codes=codes,
+                           **{f"opt_{k}": o for k, o in opts.items()})
+        # DistributedDataParallel wrappers under torchrun (the networks themselves otherwise), called
+        # where each network's own loss is computed; adversarial terms go through the bare discriminators
+        par = {"deg": ddp.parallel(self.net_deg), "d1": ddp.parallel(self.net_d1), "sr": ddp.parallel(self.net_sr),
+               "d2": ddp.parallel(self.net_d2) if self.net_d2 is not None else None}
         report = FitReport()
         if self.sr_kind == "rrdb" and self.percep().stand_in:
             report.notes.append(self.percep().stand_in)
@@ -502,26 +524,26 @@ class PDM(Method, DegradationModel):
                 if train_deg:
                     set_requires_grad(self.net_deg, True)
                     set_requires_grad(self.net_d1, False)
-                    fake, t = self._deg_terms(hr, real, codes)
+                    fake, t = self._deg_terms(hr, real, codes, par["deg"])
                     clip_step("deg", self.net_deg, w["lr_adv"] * t["lr_adv"] + w["noise_mean"] * t["noise_mean"])
                     set_requires_grad(self.net_d1, True)
-                    d1 = self._d_loss(self.net_d1, real, fake)
+                    d1 = self._d_loss(par["d1"], real, fake)
                     clip_step("d1", self.net_d1, w["lr_adv"] * d1)
                     out.update({k: v.item() for k, v in t.items()}, d1=d1.item())
                 else:
                     with torch.no_grad():  # netDeg frozen, but its BatchNorm still runs on batch statistics
-                        fake = self.net_deg(hr, generator=codes)[0]
+                        fake = self.net_deg(hr, *self._codes(hr, codes))[0]
                 if train_sr:
                     set_requires_grad(self.net_deg, False)
                     self.net_sr.train()
                     if self.net_d2 is not None:
                         set_requires_grad(self.net_d2, False)
-                    sr, t = self._sr_terms(hr, fake.detach())
+                    sr, t = self._sr_terms(hr, fake.detach(), par["sr"])
                     clip_step("sr", self.net_sr, sum(w[k] * v for k, v in t.items()))
                     out.update({k: v.item() for k, v in t.items()})
                     if self.net_d2 is not None:
                         set_requires_grad(self.net_d2, True)
-                        d2 = self._d_loss(self.net_d2, hr, sr)
+                        d2 = self._d_loss(par["d2"], hr, sr)
                         clip_step("d2", self.net_d2, w["sr_adv"] * d2)
                         out["d2"] = d2.item()
                 return out
@@ -535,7 +557,8 @@ class PDM(Method, DegradationModel):
         else:  # psnr/2020Track1.yml: both every iteration
             stages = [Stage("joint", make_step(True, True, budget.iterations), budget.iterations)]
         self.deg_ready = True  # the model being trained is the learned degradation (learning curves read it mid-fit)
-        report = run_stages(stages, budget, desc=f"fit pdm-{self.sr_kind} x{self.scale}", report=report)
+        report = run_stages(stages, budget, desc=f"fit pdm-{self.sr_kind} x{self.scale}", state=state,
+                            report=report)
         set_requires_grad(self.net_deg, True)
         self.net_sr.eval()
         self.net_deg.eval()
