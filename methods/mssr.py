@@ -32,7 +32,7 @@ from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import PReLUResBlock
-from ._esrgan import RRDBNet
+from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 from ._unpaired import FSDNet
 
@@ -291,6 +291,7 @@ class MSSR(Method, DegradationModel):
     weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="mssr",
+        init_from=("SR nets g1, g2: ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth (sr/config_cont.json g1_ckpt_path, g2_ckpt_path); degradation generators from scratch"),
         title="MSSR: Learning Multiple Probabilistic Degradation Generators for Unsupervised Real World Image "
               "Super Resolution",
         citation="Lee, Ahn, Yoon. Learning Multiple Probabilistic Degradation Generators for Unsupervised Real "
@@ -616,6 +617,15 @@ class MSSR(Method, DegradationModel):
         opts[name].zero_grad()
 
     # -- checkpoints -----------------------------------------------------
+    def load_init(self, path: str | Path) -> None:
+        """``--init mssr=ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth``: the recipe's start of
+        both SR nets (sr/config_cont.json ``g1_ckpt_path``/``g2_ckpt_path``, BasicSR
+        ``{'params': ...}``; any RRDBNet key family is mapped); the degradation generators
+        start from scratch."""
+        for idx, net in (("1", self.g1), ("2", self.g2)):
+            load_state_dict_checked(net, rrdb_state(load_torch_file(path), net, f"mssr --init {path}"),
+                                    what=f"mssr --init {path} for g{idx} (an x4 RRDBNet)")
+
     def load_checkpoint(self, path: str | Path) -> None:
         """A folder laid out like the official outputs: <N>g1.ckpt, <N>g2.ckpt (required) and the
         generators' last_iteration.tar files (optional)."""

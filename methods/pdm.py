@@ -29,7 +29,7 @@ from bench.resume import TrainState
 from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
 from ._blocks import EDSR
-from ._esrgan import RRDBNet
+from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 
 # ---------------------------------------------------------------------------
@@ -270,6 +270,7 @@ class PDM(Method, DegradationModel):
     weight_files = (VGG19_FILE,)
     info = MethodInfo(
         name="pdm",
+        init_from=("SR net (EDSR): edsr_baseline_x4-new.pt (options/train/psnr/*.yml netSR pretrain.path; percep/2020Track1.yml: scratch); RRDB variant: BSRGAN.pth (percep configs before commit 91c1883); degradation model and discriminators from scratch"),
         title="PDM: Learning the Degradation Distribution for Blind Image Super-Resolution",
         citation="Luo, Huang, Li, Wang, Tan. Learning the Degradation Distribution for Blind Image "
                  "Super-Resolution. CVPR 2022",
@@ -565,6 +566,16 @@ class PDM(Method, DegradationModel):
         return report
 
     # -- checkpoints -----------------------------------------------------
+    def load_init(self, path: str | Path) -> None:
+        """``--init pdm=edsr_baseline_x4-new.pt`` (``--init pdm.rrdb=BSRGAN.pth``): the recipe's
+        start of the SR net (options/train/psnr/*.yml ``netSR.pretrain.path``); the degradation
+        model and the discriminators start from scratch."""
+        if self.sr_kind == "rrdb":  # BSRGAN and ESRGAN files: any RRDBNet key family
+            load_state_dict_checked(self.net_sr, rrdb_state(load_torch_file(path), self.net_sr, f"pdm --init {path}"),
+                                    what=f"pdm.rrdb --init {path} (an x4 RRDBNet)")
+        else:
+            self._load_sr(Path(path))
+
     def load_checkpoint(self, path: str | Path) -> None:
         """A release folder (SR file required, netDeg file optional) or a single SR / netDeg file."""
         p = Path(path)

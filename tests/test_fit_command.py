@@ -211,3 +211,17 @@ def test_init_starts_fssr_from_a_released_rrdbnet_in_any_key_family(tmp_path):
                  "--out", str(tmp_path / "o")]) == 0
     (folder,) = [f for f in (tmp_path / "o" / "cache" / "fits").iterdir() if f.is_dir()]
     assert json.loads((folder / "fit.json").read_text())["notes"][0].startswith("started from RRDB_x4.pth (sha256 ")
+
+
+@pytest.mark.parametrize("name,nets", [("mssr", ("g1", "g2")), ("pdm.rrdb", ("net_sr",))])
+def test_init_loads_the_recipes_rrdbnet_into_each_sr_net(name, nets, tmp_path):
+    from bench.adapter import MethodContext, create_method
+
+    m = create_method(name, 4, MethodContext(profile="smoke"))
+    own = getattr(m, nets[0]).state_dict()
+    released = {k: torch.randn_like(v) for k, v in own.items()}
+    path = tmp_path / "released.pth"
+    torch.save({"params": released}, path)  # BasicSR's wrapper, as ESRGAN_PSNR_SRx4_DF2K_official is saved
+    m.load_init(path)
+    for net in nets:
+        assert all(torch.equal(getattr(m, net).state_dict()[k], v) for k, v in released.items())
