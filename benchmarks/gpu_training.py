@@ -86,7 +86,8 @@ def time_fit(name: str, a, vgg: str, amp: str | None) -> dict:
 
 
 def fit_cmd(out: Path, *extra: str, env: dict | None = None, torchrun: bool = False) -> subprocess.CompletedProcess:
-    head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1"] if torchrun else [sys.executable]
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"] if torchrun \
+        else [sys.executable]
     return subprocess.run([*head, "run_bench.py", "fit", "--methods", "edsr-bicubic", "--out", str(out), *extra],
                           cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
 

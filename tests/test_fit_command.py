@@ -94,8 +94,9 @@ def test_sigkill_mid_stage_and_at_boundaries_resumes_bit_exact(tmp_path):
 
 
 def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "0", "run_bench.py", *args], cwd=REPO, env=_env(OMP_NUM_THREADS="1"), capture_output=True,
+    # --standalone: a rendezvous on a free local port (two test runs on one machine do not collide)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "run_bench.py", *args], cwd=REPO, env=_env(OMP_NUM_THREADS="1"), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -124,7 +125,8 @@ def test_two_gloo_ranks_match_one_process_and_the_benchmark_finds_their_fits(tmp
 
     # a 1-process benchmark run with the same flags finds the three fits and trains nothing
     code = subprocess.run([sys.executable, "run_bench.py", "--methods", "edsr-bicubic,fssr,dasr-wang", *common,
-                           "--out", str(ddp_out), "--metrics", "psnr", "--no-timing", "--suites", "mixed"], cwd=REPO,
+                           "--out", str(ddp_out), "--metrics", "psnr", "--no-timing", "--suites", "mixed",
+                           "--datasets", "embedded"], cwd=REPO,
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert code.returncode == 0, code.stderr[-3000:]
     assert "fitting " not in code.stdout
