@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,9 +49,10 @@ def _boundaries() -> tuple[int, int]:
 
 
 def test_sigkill_mid_stage_and_at_boundaries_resumes_bit_exact(tmp_path):
+    from bench.cli import main
+
     ref = tmp_path / "ref"
-    code, out, err = run_isolated([*FIT, "--out", str(ref)], ref, _env())
-    assert code == 0, err
+    assert main([*FIT, "--out", str(ref)]) == 0  # the uninterrupted fits
     reference = _fits(ref)
     assert len(reference) == 2
 
@@ -100,7 +100,7 @@ def _torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProces
                           text=True, timeout=timeout)
 
 
-def test_two_gloo_ranks_match_one_process_and_the_benchmark_finds_their_fits(tmp_path):
+def test_two_gloo_ranks_match_one_process_and_the_benchmark_finds_their_fits(tmp_path, capsys):
     from bench.cli import main
 
     common = ["--profile", "smoke", "--batch-size", "4", "--iterations", "5", "--device", "cpu", "--val-every", "5"]
@@ -124,45 +124,36 @@ def test_two_gloo_ranks_match_one_process_and_the_benchmark_finds_their_fits(tmp
     assert not list((ddp_out / "cache" / "fits").glob("*.tmp*")), "no half-written fit"
 
     # a 1-process benchmark run with the same flags finds the three fits and trains nothing
-    code = subprocess.run([sys.executable, "run_bench.py", "--methods", "edsr-bicubic,fssr,dasr-wang", *common,
-                           "--out", str(ddp_out), "--metrics", "psnr", "--no-timing", "--suites", "mixed",
-                           "--datasets", "embedded"], cwd=REPO,
-                          env=_env(), capture_output=True, text=True, timeout=300)
-    assert code.returncode == 0, code.stderr[-3000:]
-    assert "fitting " not in code.stdout
-    assert re.search(r"0 to compute|cells planned", code.stdout)
+    capsys.readouterr()
+    assert main(["--methods", "edsr-bicubic,fssr,dasr-wang", *common, "--out", str(ddp_out), "--metrics", "psnr",
+                 "--no-timing", "--suites", "mixed", "--datasets", "embedded"]) == 0
+    assert "fitting " not in capsys.readouterr().out
     summary = (ddp_out / "summary.csv").read_text()
     for method in ("edsr-bicubic", "fssr", "dasr-wang"):
         assert f"{method},smoke@5it@batch4:fit-" in summary
 
 
-def test_iterations_change_the_fit_key_and_label(tmp_path):
-    from bench.runner import Runner, RunSpec
-
-    labels = {}
-    for n in (None, 7):
-        r = Runner(RunSpec(methods=("edsr-bicubic",), profile="smoke", device="cpu", out=str(tmp_path), iterations=n))
-        r.prepare([])
-        labels[n] = r.variant_for("edsr-bicubic", 4, "", frozenset())
-    assert labels[None][0].startswith("smoke:fit-") and labels[7][0].startswith("smoke@7it:fit-")
-    assert labels[None][1]["fit_key"] != labels[7][1]["fit_key"]
-    assert labels[7][1]["budget"].iterations == 7
-
-
 def test_training_switches_enter_the_key_and_label(tmp_path):
+    import dataclasses
+
     from bench.runner import Runner, RunSpec
 
+    base = RunSpec(methods=("edsr-bicubic",), profile="smoke", device="cpu", out=str(tmp_path))
+    r = Runner(base)
+    r.prepare([])
     seen = {}
-    for over in ({}, {"amp": "bf16"}, {"channels_last": True}, {"batch_size": 4}, {"save_every": 1, "val_every": 3}):
-        r = Runner(RunSpec(methods=("edsr-bicubic",), profile="smoke", device="cpu", out=str(tmp_path), **over))
-        r.prepare([])
+    for over in ({}, {"amp": "bf16"}, {"channels_last": True}, {"batch_size": 4}, {"iterations": 7},
+                 {"save_every": 1, "val_every": 3}):
+        r.spec, r._variants = dataclasses.replace(base, **over), {}  # one runner: its pools are built once
         label, meta = r.variant_for("edsr-bicubic", 4, "", frozenset())
-        seen[tuple(over)] = (label.split(":")[0], meta["fit_key"], meta["training"]["train_precision"])
-    assert seen[()][:1] == ("smoke",) and seen[()][2] == "fp32"
+        seen[tuple(over)] = (label.split(":")[0], meta["fit_key"], meta["training"]["train_precision"],
+                             meta["budget"])
+    assert seen[()][0] == "smoke" and seen[()][2] == "fp32"
     assert seen[("amp",)][0] == "smoke+bf16" and seen[("amp",)][2] == "bf16 autocast"
     assert seen[("channels_last",)][0] == "smoke+channels-last"
-    assert seen[("batch_size",)][0] == "smoke@batch4"
-    assert len({v[1] for k, v in seen.items() if k != ("save_every", "val_every")}) == 4  # four fit keys
+    assert seen[("batch_size",)][0] == "smoke@batch4" and seen[("batch_size",)][3].batch_size == 4
+    assert seen[("iterations",)][0] == "smoke@7it" and seen[("iterations",)][3].iterations == 7
+    assert len({v[1] for k, v in seen.items() if k != ("save_every", "val_every")}) == 5  # five fit keys
     assert seen[("save_every", "val_every")][:2] == seen[()][:2]  # saving and watching change no number
 
 
