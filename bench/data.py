@@ -819,11 +819,18 @@ _POOL_KINDS = {"source": 1, "target": 2}
 
 def training_pool(n: int, size: int, seed: int, kind: str = "source") -> list[tuple[str, np.ndarray]]:
     """``n`` seeded dead-leaves images; "source" and "target" pools draw from separate
-    seed streams and carry different ids, so they never share an image."""
+    seed streams and carry different ids, so they never share an image. Rendered once per
+    process for each (n, size, seed, kind) (the images are a pure function of those), and
+    handed out as copies."""
     if kind not in _POOL_KINDS:
         raise DataError(unknown_name("training pool kind", kind, _POOL_KINDS))
+    return [(name, im.copy()) for name, im in _rendered_pool(n, size, seed, kind)]
+
+
+@functools.lru_cache(maxsize=4)
+def _rendered_pool(n: int, size: int, seed: int, kind: str) -> tuple[tuple[str, np.ndarray], ...]:
     out = []
     for i in range(n):
         rng = np.random.default_rng(np.random.SeedSequence([seed, _POOL_KINDS[kind], i]))
         out.append((f"deadleaves-{kind}-{seed}-{i}", dead_leaves(size, rng)))
-    return out
+    return tuple(out)
