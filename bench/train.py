@@ -393,6 +393,11 @@ def run_stages(stages: Sequence[Stage], budget: Budget, *, desc: str, state=None
         set_rng_state(saved["rng"][w.rank])
         report.history = [dict(r) for r in saved["history"]]
         start_k, start_i, done, prior_wall = saved["stage"], saved["iteration"], saved["done"], saved["wall_s"]
+        threads = saved.get("threads")
+        if w.main and threads is not None and threads != torch.get_num_threads():
+            opts.log(f"warning: {desc} was saved with {threads} torch threads and resumes with "
+                     f"{torch.get_num_threads()}: it continues correctly but not bit for bit; pass --threads {threads} "
+                     "for an exact continuation")
         if w.main:
             where = f"stage {plan[start_k][0]} iteration {start_i}/{plan[start_k][1]}" if start_k < len(plan) else "the end"
             opts.log(f"{desc}: resumed from iteration {done} of {total} ({where}), saved in {files.folder}")
@@ -408,6 +413,7 @@ def run_stages(stages: Sequence[Stage], budget: Budget, *, desc: str, state=None
         if w.main:
             files.save(done, {"desc": desc, "plan": plan, "stage": k, "iteration": i, "done": done,
                               "objects": state.state_dict(), "rng": rng, "history": report.history,
+                              "threads": torch.get_num_threads(),  # CPU float reductions follow it
                               "wall_s": prior_wall + time.perf_counter() - start})
 
     try:

@@ -93,3 +93,16 @@ def test_state_files_are_atomic_and_the_newest_two_kept(tmp_path):
     files.files()[-1].write_bytes(b"truncated")  # a damaged newest file falls back to the one before
     notes: list[str] = []
     assert int(files.latest(notes.append)["x"]) == 3 and "does not load" in notes[0]
+
+
+def test_resuming_with_another_thread_count_says_it_is_not_bit_exact(tmp_path):
+    n = torch.get_num_threads()
+    assert fit("edsr-bicubic", tmp_path / "state", crash_at=3) is None
+    log: list[str] = []
+    torch.set_num_threads(n + 1)
+    try:
+        fit("edsr-bicubic", tmp_path / "state", log=log)
+    finally:
+        torch.set_num_threads(n)
+    assert any(f"saved with {n} torch threads and resumes with {n + 1}" in line and f"--threads {n}" in line
+               for line in log), log
