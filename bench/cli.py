@@ -97,24 +97,31 @@ def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> N
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"takes a positive integer, got {text!r}")
-    return v
+def _at_least(lo: int, what: str):
+    """An argparse type: an integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = lo - 1
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"takes {what}, got {text!r}")
+        return v
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"takes a count >= 0, got {text!r}")
-    return v
+_positive, _count = _at_least(1, "a positive integer"), _at_least(0, "a count >= 0")
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's thread count in this process (and, through the spec, in cluster tasks)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise BenchError(f"--threads takes a positive number, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def add_training(p: argparse.ArgumentParser) -> None:
@@ -365,12 +372,7 @@ def cmd_run(argv: list[str]) -> int:
         print(config_toml(spec), end="")
         return 0
     t0 = time.perf_counter()
-    if a.threads is not None:
-        if a.threads < 1:
-            raise BenchError(f"--threads takes a positive number, got {a.threads}")
-        import torch
-
-        torch.set_num_threads(a.threads)  # the same count in cluster tasks (bench/distributed.py)
+    set_threads(a.threads)  # the same count in cluster tasks (bench/distributed.py)
     log = lambda s: print(s, flush=True)  # noqa: E731
     if a.cluster:
         from .distributed import ClusterRunner, cluster_spec
@@ -425,10 +427,7 @@ def cmd_fit(argv: list[str]) -> int:
     from . import ddp
     from .runner import Runner, resolve_device
 
-    if a.threads is not None:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     t0 = time.perf_counter()
     w = ddp.init(resolve_device(spec.device))
     try:

@@ -273,6 +273,7 @@ class Runner:
         self._hr_cache: dict[tuple[str, str, int], object] = {}
         self._digests: dict[str, str] = {}
         self.plan: TrainingPlan | None = None
+        self.datasets: list = []  # the run's test datasets (plan_run)
         #: ids of every test image in play; no training pool may contain one
         self.test_ids: frozenset[str] = frozenset()
         #: the content keys of the cells this run planned (tables render these)
@@ -481,7 +482,7 @@ class Runner:
                                     f"batch {meta['budget'].batch_size} in total, {meta['budget'].batch_size // w.size} "
                                     "per rank, batch norm per rank")
             if w.main:
-                rep = self.save_fit(model.method, meta, report, wall)
+                self.save_fit(model.method, meta, report, wall)
                 shutil.rmtree(self.resume_folder(meta), ignore_errors=True)  # the fit is whole: its state goes
             ddp.barrier()
             rep = json.loads(report_path.read_text())
@@ -509,7 +510,8 @@ class Runner:
         from .metrics import create_metric
 
         spec, method = self.spec, model.method
-        ds = resolve_datasets(spec.datasets, spec.data_root, spec.scales)[0]
+        # the datasets plan_run resolved (a cluster worker's runner, which plans nothing, resolves them)
+        ds = (self.datasets or resolve_datasets(spec.datasets, spec.data_root, spec.scales))[0]
         items = ds.items_at(method.scale)[:n]
         if ds.layout in GIVEN_LAYOUTS or not ds.has_hr:
             suite = GIVEN
@@ -642,6 +644,7 @@ class Runner:
         self.prepare(datasets)
         cells = plan_cells(spec, names, datasets, spec.scales)
         self.check_before_work(names, datasets, cells)
+        self.datasets = datasets
         return names, datasets, cells
 
     def run(self) -> int:
