@@ -44,6 +44,11 @@ from .pools import ArrayPool, FilePool, ImagePool, as_pool  # noqa: F401  (the p
 ENTRY_POINT_GROUP = "unpaired_sr_bench.methods"
 PROFILES = ("smoke", "quick", "paper")
 FAMILIES = ("classical", "baseline", "blind-synthetic", "unpaired")
+#: what a method's SR network is trained to optimise: "psnr" (pixel losses only: L1/L2, plus
+#: terms that do not pull the output away from the pixel target, such as a contrastive
+#: degradation loss) or "perceptual" (a perceptual and/or adversarial term on the SR
+#: output, which trades PSNR for realism by design); "" for classical methods
+OBJECTIVES = ("psnr", "perceptual", "")
 
 
 class BenchError(Exception):
@@ -87,10 +92,18 @@ class MethodInfo:
     #: "ESRGAN-FS: RRDB_ESRGAN_x4.pth (train_SDSR.yml pretrain_model_G)"); "" = from scratch.
     #: ``--init NAME=PATH`` supplies such a file (``Method.load_init``).
     init_from: str = ""
+    #: the SR network's training objective (OBJECTIVES); a variant may override it
+    objective: str = "psnr"
+    #: suite-name prefixes a per-scale method is judged on (its training degradations,
+    #: e.g. ("aniso",)); a per-domain method's home is the domain it was fitted to
+    home_suites: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"MethodInfo.family must be one of {FAMILIES}, got {self.family!r}")
+        if self.objective not in OBJECTIVES or (self.objective == "") != (self.family == "classical"):
+            raise ValueError(f"MethodInfo.objective must be one of 'psnr', 'perceptual' (learned methods) or '' "
+                             f"(classical ones), got {self.objective!r} for a {self.family} method")
 
     @property
     def learned(self) -> bool:
@@ -123,6 +136,8 @@ class MethodVariant:
     about: str
     options: tuple[tuple[str, Any], ...] = ()
     checkpoints: tuple[str, ...] = ()
+    #: the variant's training objective where it differs from the method's ("" = the same)
+    objective: str = ""
 
 
 @dataclass(frozen=True)
@@ -549,6 +564,12 @@ def resolve_variant(name: str) -> tuple[type[Method], MethodVariant | None]:
         known = [f"{base}.{t}" for t in cls.variants] or [f"(none: {base} has no variants)"]
         raise BenchError(unknown_name("method variant", name, known))
     return cls, cls.variants[tag]
+
+
+def objective_of(name: str) -> str:
+    """The training objective of ``name`` (a method or ``method.tag``): its variant's, else its method's."""
+    cls, variant = resolve_variant(name)
+    return (variant.objective if variant is not None else "") or cls.info.objective
 
 
 def create_method(name: str, scale: int, context: MethodContext | None = None, *, profile: str | None = None,

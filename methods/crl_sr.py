@@ -244,6 +244,7 @@ class CRLSR(Method):
         title="Blind Image Super-Resolution via Contrastive Representation Learning",
         citation="Zhang, Lu, Zhan, Yu. arXiv 2107.00708, 2021",
         family="blind-synthetic",
+        home_suites=("aniso",),
         scales=(2, 3, 4),
         code_url="",
         gaps=(

@@ -356,6 +356,7 @@ class DAA(Method):
         title="DAA: Blind Image Super-Resolution with Degradation-Aware Adaptation",
         citation="Wang, Ming, Jia, Elder, Lu. ACCV 2022",
         family="blind-synthetic",
+        home_suites=("aniso",),
         scales=(4,),
         code_url="https://github.com/wangyue7777/blindsr_daa",
         checkpoints=(

@@ -349,6 +349,7 @@ class DASRWang(Method):
         title="DASR: Unsupervised Degradation Representation Learning for Blind Super-Resolution",
         citation="Wang, Wang, Yin, Dong, Wang, An, Guo. CVPR 2021",
         family="blind-synthetic",
+        home_suites=("aniso",),
         scales=(2, 3, 4),
         code_url="https://github.com/The-Learning-And-Vision-Atelier-LAVA/DASR",
         checkpoints=(

@@ -184,6 +184,7 @@ class DASRWei(DegradationSRMethod):
         citation="Y. Wei, S. Gu, Y. Li, R. Timofte, L. Jin, H. Song. Unsupervised Real-world Image Super "
                  "Resolution via Domain-distance Aware Training. CVPR 2021.",
         family="unpaired",
+        objective="perceptual",  # SRN: distance-weighted L1 + perceptual + GAN
         scales=(4,),
         code_url="https://github.com/ShuhangGu/DASR",
         checkpoints=(

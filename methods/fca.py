@@ -242,6 +242,7 @@ class FCA(DegradationSRMethod):
         citation="X. Ji, G. Tao, Y. Cao, Y. Tai, T. Lu, C. Wang, J. Li, F. Huang. Frequency Consistent Adaptation "
                  "for Real World Super Resolution. AAAI 2021 (arXiv 2012.10102).",
         family="unpaired",
+        objective="perceptual",  # ESRGAN losses: L1 0.01, VGG 1, RaGAN 0.005
         scales=(4,),
         code_url="",
         checkpoints=(),

@@ -100,6 +100,7 @@ class FSSR(DegradationSRMethod):
         citation="M. Fritsche, S. Gu, R. Timofte. Frequency Separation for Real-World Super-Resolution. "
                  "ICCV Workshops (AIM) 2019.",
         family="unpaired",
+        objective="perceptual",  # ESRGAN-FS: low-pass L1, VGG, high-pass RaGAN
         scales=(4,),
         code_url="https://github.com/ManuelFritsche/real-world-sr",
         checkpoints=(

@@ -297,6 +297,7 @@ class MSSR(Method, DegradationModel):
         citation="Lee, Ahn, Yoon. Learning Multiple Probabilistic Degradation Generators for Unsupervised Real "
                  "World Image Super Resolution. ECCV Workshops 2022 (arXiv:2201.10747)",
         family="unpaired",
+        objective="psnr",  # SR stage: L1, collaborative L1 and adaptation L1 only
         scales=(4,),
         code_url="https://github.com/sangyun884/MSSR",
         checkpoints=(

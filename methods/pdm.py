@@ -275,6 +275,7 @@ class PDM(Method, DegradationModel):
         citation="Luo, Huang, Li, Wang, Tan. Learning the Degradation Distribution for Blind Image "
                  "Super-Resolution. CVPR 2022",
         family="unpaired",
+        objective="psnr",  # psnr/2020Track1.yml: L1 only (the .rrdb variant adds perceptual and GAN terms)
         scales=(4,),
         code_url="https://github.com/greatlog/UnpairedSR",
         checkpoints=(
@@ -320,7 +321,7 @@ class PDM(Method, DegradationModel):
         "": MethodVariant("", "EDSR-baseline SR network, L1 only (psnr/2020Track1.yml)", (("sr", "edsr"),),
                           ("2020Track1-PSNR.pt",)),
         "rrdb": MethodVariant("rrdb", "RRDBNet SR network with the perceptual stage (percep/2020Track1.yml)",
-                              (("sr", "rrdb"),), ("PDM_Real_ESRGAN.pth",)),
+                              (("sr", "rrdb"),), ("PDM_Real_ESRGAN.pth",), objective="perceptual"),
     }
 
     def __init__(self, scale: int, context: MethodContext | None = None, *, profile: str | None = None,

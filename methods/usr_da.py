@@ -159,6 +159,7 @@ class USRDA(Method):
         citation=("Wei Wang, Haochen Zhang, Zehuan Yuan, Changhu Wang. Unsupervised Real-World "
                   "Super-Resolution: A Domain Adaptation Perspective. ICCV 2021, pp. 4318-4327"),
         family="unpaired",
+        objective="perceptual",  # Dec_SR: VGG and GAN terms beside L1
         scales=(4,),
         code_url="https://github.com/anse3832/USR_DA",
         checkpoints=(
