@@ -42,6 +42,7 @@ from .adapter import (
     create_method,
     load_adapter,
     method_fingerprint,
+    objective_of,
     resolve_variant,
     sha256_file,
     split_name,
@@ -438,6 +439,8 @@ class Runner:
                                model.sha256, model.wall_s, {"notes": model.notes, "gaps": list(cls.info.gaps),
                                                             "title": cls.info.title, "family": cls.info.family,
                                                             "upper_bound": cls.info.upper_bound,
+                                                            "objective": objective_of(name),
+                                                            "home_suites": list(cls.info.home_suites),
                                                             "code": method_fingerprint(cls),
                                                             "training": meta.get("training", {})})
         self._models[k] = model
