@@ -33,7 +33,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,8 +41,42 @@ from torch import nn
 
 from .pools import ArrayPool, FilePool, ImagePool, as_pool  # noqa: F401  (the pool API of TrainingData)
 
+if TYPE_CHECKING:
+    from .warmstart import WarmStart
+
 ENTRY_POINT_GROUP = "unpaired_sr_bench.methods"
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "gpu", "paper")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profile: the architecture widths and budgets of ``base`` (each method's ARCH and
+    ``budgets`` tables have a row for smoke, quick and paper), with every fit's iterations
+    (and the warm starts') multiplied by ``iterations_factor``."""
+
+    name: str
+    base: str
+    iterations_factor: float = 1.0
+    about: str = ""
+
+
+PROFILE_SPECS = {
+    "smoke": Profile("smoke", "smoke", about="tiny networks, a few iterations: tests and CI"),
+    "quick": Profile("quick", "quick", about="small networks sized for a 2-core CPU (the default there): "
+                     "about 20 minutes for --methods all"),
+    # quick widths (the paper widths would need hours per fit to leave their random start);
+    # 4x the quick iterations: the 4x learning curves (results/reference/curves_h100) still rise
+    "gpu": Profile("gpu", "quick", 4.0, "quick widths, 4x the quick iterations: the default where --device "
+                   "auto finds CUDA (sized to about 30 s per fit on an H100-class GPU)"),
+    "paper": Profile("paper", "paper", about="the official architectures and training recipes (GPU days)"),
+}
+
+
+def scaled_budget(budget: "Budget", factor: float) -> "Budget":
+    """``budget`` with ``factor`` times its iterations (a profile's iterations_factor)."""
+    if factor == 1:
+        return budget
+    return dataclasses.replace(budget, iterations=max(1, round(budget.iterations * factor)))
 FAMILIES = ("classical", "baseline", "blind-synthetic", "unpaired")
 #: what a method's SR network is trained to optimise: "psnr" (pixel losses only: L1/L2, plus
 #: terms that do not pull the output away from the pixel target, such as a contrastive
@@ -165,6 +199,9 @@ class MethodContext:
     init: tuple[tuple[str, str], ...] = ()
     loader_workers: int = 0
     cache_dir: str | None = None
+    #: which of ``--fit-seeds`` this fit is: moves the initial weights (:meth:`Method.init_seed`)
+    #: and, through ``TrainingData.seed``, every draw of the fit; 0 is the default fit
+    fit_seed: int = 0
 
     def init_file(self, name: str) -> str | None:
         return dict(self.init).get(name)
@@ -296,14 +333,29 @@ class Method(abc.ABC):
             )
         self.scale = scale
         self.context = context
-        self.profile = context.profile
+        #: the architecture profile: the row of the method's ARCH and ``budgets`` tables
+        #: (``gpu`` runs the quick networks; ``context.profile`` is the profile asked for)
+        self.profile = PROFILE_SPECS[context.profile].base
         self.device = torch.device(context.device)
+
+    def init_seed(self, k: int = 0) -> int:
+        """The seed of initial weights number ``k`` (methods draw their networks' initial
+        weights from fixed seeds, so a fit never depends on the global RNG); fit seed ``f``
+        of ``--fit-seeds`` moves every one of them, and fit seed 0 leaves them as they were."""
+        return k + 1000 * self.context.fit_seed
 
     # -- training --------------------------------------------------------
     def default_budget(self) -> Budget:
         if self.profile not in self.budgets:
             return Budget(iterations=0, batch_size=1, patch_size=0)
-        return self.budgets[self.profile]
+        return scaled_budget(self.budgets[self.profile], PROFILE_SPECS[self.context.profile].iterations_factor)
+
+    def warm_start(self) -> WarmStart | None:
+        """The shared PSNR-trained starting network (``bench.warmstart.WarmStart``) of a
+        method whose official recipe starts its SR network from a pretrained file; the
+        runner trains it once per key (or takes ``--init``) and hands it to :meth:`load_init`
+        before :meth:`fit`. None (the default): the recipe trains from scratch."""
+        return None
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
         """Learn from unpaired data; classical methods do nothing."""

@@ -200,10 +200,10 @@ def lr_task(spec: RunSpec, cluster: ClusterSpec, run_id: str, key: str, dataset:
 
 
 def fit_task(spec: RunSpec, cluster: ClusterSpec, run_id: str, key: str, name: str, scale: int,
-             domain: str) -> dict:
+             domain: str, fit_seed: int = 0) -> dict:
     with _task(spec, cluster, run_id, key) as (state, record):
         try:
-            state.runner.model_for(name, scale, domain, state.runner.test_ids)
+            state.runner.model_for(name, scale, domain, state.runner.test_ids, fit_seed)
         except StoreError:
             raise
         except BenchError as exc:
@@ -316,7 +316,7 @@ class ClusterRunner(Runner):
                     what[k] = ("lr", lk)
                     first.append(lr[lk])
                 deps.append(lr[lk])
-            _, meta = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+            _, meta = self.variant_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
             learned = resolve_variant(c.method)[0].info.learned
             res = gpu if learned else {}
             if meta["source"] == "fit":
@@ -324,7 +324,7 @@ class ClusterRunner(Runner):
                 if fk not in fits:
                     k = task_key("fit", fk)
                     fits[fk] = client.submit(fit_task, spec, cl, run_id, k, c.method, c.scale, c.domain,
-                                             key=k, pure=False, **gpu)
+                                             c.fit_seed, key=k, pure=False, **gpu)
                     what[k] = ("fit", fk)
                     first.append(fits[fk])
                     waiting[fk] = []
@@ -449,8 +449,8 @@ class ClusterRunner(Runner):
         gpu = {"resources": {"GPU": 1}} if self._gpu(client) else {}
         planned = {(k.method, k.variant) for k in self.planned}
         seen = set()
-        for (name, scale, domain), (variant, _) in list(self._variants.items()):
-            if (name, variant) not in planned or (name, variant) in seen:
+        for (name, scale, domain, fit_seed), (variant, _) in list(self._variants.items()):
+            if (name, variant) not in planned or (name, variant) in seen or fit_seed:
                 continue
             seen.add((name, variant))
             k = task_key("timing", name, variant, self.run_id)

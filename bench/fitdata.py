@@ -252,7 +252,14 @@ class TrainingPlan:
             self._data[key] = self._build(info, scale, domain if per_domain else "")
         return self._data[key]
 
-    def _build(self, info: MethodInfo, scale: int, domain: str) -> TrainingData:
+    def per_scale(self, scale: int) -> TrainingData:
+        """What a method fitted per scale gets: the whole source pool, no target."""
+        key = (scale, "", False, False)
+        if key not in self._data:
+            self._data[key] = self._build(None, scale, "")
+        return self._data[key]
+
+    def _build(self, info: MethodInfo | None, scale: int, domain: str) -> TrainingData:
         source = self.source()
         if not domain:  # fitted per scale: the whole source pool, nothing of any target
             return TrainingData(scale=scale, source_hr=mod_cropped(self.tiled(source), scale), seed=self.seed)

@@ -597,10 +597,18 @@ def _niqe_mvg_distance(feats: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor)
     covs = []
     for f, bad in zip(feats, nan.any(dim=2)):
         rows = f[~bad]
-        covs.append(torch.cov(rows.T, correction=1 if rows.shape[0] > 1 else 0))
-    inv = torch.linalg.pinv((cov.to(feats) + torch.stack(covs)) / 2)
-    d = (mu.to(feats) - mu_d).unsqueeze(1)
-    return torch.sqrt(torch.bmm(torch.bmm(d, inv), d.transpose(1, 2)).reshape(-1))
+        covs.append(torch.cov(rows.T, correction=1 if rows.shape[0] > 1 else 0) if rows.shape[0]
+                    else torch.full((f.shape[1], f.shape[1]), float("nan"), dtype=f.dtype, device=f.device))
+    covs = torch.stack(covs)
+    # an image with no finite block (a flat output: every block has zero variance) has no
+    # NIQE; it is NaN (shown n/a) instead of stopping the cell in the pseudo-inverse
+    ok = torch.isfinite(covs).flatten(1).all(dim=1) & torch.isfinite(mu_d).all(dim=1)
+    out = torch.full((feats.shape[0],), float("nan"), dtype=feats.dtype, device=feats.device)
+    if ok.any():
+        inv = torch.linalg.pinv((cov.to(feats) + covs[ok]) / 2)
+        d = (mu.to(feats) - mu_d[ok]).unsqueeze(1)
+        out[ok] = torch.sqrt(torch.bmm(torch.bmm(d, inv), d.transpose(1, 2)).reshape(-1))
+    return out
 
 
 def niqe_torch(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,8 @@ class RunSpec:
     tensorboard: bool = False
     verify_weights: bool = True  # sha256 of ImageNet weight files; off only in tests with stand-ins
     recompute: tuple[str, ...] = ()  # method/dataset/suite/xSCALE patterns computed again even if stored
+    #: each learned method is fitted once per seed (``--fit-seeds``); 0 is the default fit
+    fit_seeds: tuple[int, ...] = (0,)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,6 +144,7 @@ class Cell:
     suite: str  # canonical suite name or GIVEN
     scale: int
     domain: str  # what the method is fitted to ('' for never / per scale)
+    fit_seed: int = 0  # which of --fit-seeds fitted the model (0 for classical methods and checkpoints)
 
 
 def resolve_device(name: str) -> str:
@@ -213,6 +216,7 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
     cells = []
     extra = Path(spec.suite_file) if spec.suite_file else None
     target = target_domain(spec.target, lambda n: get_suite(n, extra))
+    checkpoints = dict(spec.checkpoints)
     for scale in scales:
         explicit = [s.name for s in parse_suites(spec.suites, scale, extra)] if spec.suites else None
         default = [s.name for fam in DEFAULT_SUITES for s in parse_suites(fam, scale)]
@@ -234,7 +238,10 @@ def plan_cells(spec: RunSpec, methods: Sequence[str], datasets: Sequence, scales
                 suites = explicit or ([target or DEFAULT_TARGET] if per_domain else default)
                 for s in suites:
                     cells.append(Cell(name, ds.name, s, scale, s if per_domain else ""))
-    return cells
+    # --fit-seeds: one cell per seed for every fitted method (classical ones and released files have none)
+    return [dataclasses.replace(c, fit_seed=f) for c in cells
+            for f in (spec.fit_seeds if resolve_variant(c.method)[0].info.learned and c.method not in checkpoints
+                      else (0,))]
 
 
 def given_domain(ds, target: str | None) -> str:
@@ -270,7 +277,7 @@ class Runner:
         self.not_fitted: list[str] = []
         self.config_file: str | None = None  # the --config file, when the run came from one
         self._models: dict[tuple[str, int, str], Model] = {}
-        self._variants: dict[tuple[str, int, str], tuple[str, dict]] = {}
+        self._variants: dict[tuple[str, int, str, int], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
         self._digests: dict[str, str] = {}
         self.plan: TrainingPlan | None = None
@@ -280,17 +287,17 @@ class Runner:
         #: the content keys of the cells this run planned (tables render these)
         self.planned: list[CellKey] = []
 
-    def context(self, device: str | None = None) -> MethodContext:
+    def context(self, device: str | None = None, fit_seed: int = 0) -> MethodContext:
         """The one object every method is built with: documented flags reach the code that needs them."""
         spec = self.spec
         return MethodContext(profile=spec.profile, device=device or self.device, precision=spec.precision,
                              weights_dir=spec.weights_dir, verify_weights=spec.verify_weights, seed=spec.seed,
                              init=spec.init, loader_workers=spec.loader_workers,
-                             cache_dir=str(self.cache))
+                             cache_dir=str(self.cache), fit_seed=fit_seed)
 
-    def build(self, name: str, scale: int, device: str | None = None) -> Method:
+    def build(self, name: str, scale: int, device: str | None = None, fit_seed: int = 0) -> Method:
         """``name`` (a method or ``method.tag``) built with this run's context."""
-        return create_method(name, scale, self.context(device))
+        return create_method(name, scale, self.context(device, fit_seed))
 
     def cell_key(self, name: str, variant: str, ds, suite_name: str, scale: int) -> CellKey:
         """The content key of a cell: names for the tables, digests for identity."""
@@ -330,15 +337,25 @@ class Runner:
                                  allow_partial=spec.allow_partial, suite_lookup=self.suite, roots=roots,
                                  subimages=spec.subimages, cache_dir=self.cache / "subimages")
 
-    def training_data(self, cls, scale: int, domain: str, test_ids: frozenset[str]) -> TrainingData:
-        """The pools a method learns from (see bench/fitdata.py for who gets which images)."""
+    def training_data(self, cls, scale: int, domain: str, test_ids: frozenset[str], fit_seed: int = 0) -> TrainingData:
+        """The pools a method learns from (see bench/fitdata.py for who gets which images);
+        fit seed ``f`` keeps the pools and moves every draw of the fit to seed ``--seed + f``."""
         if self.plan is None:
             self.prepare([])
-        return self.plan.data_for(cls.info, scale, domain)
+        data = self.plan.data_for(cls.info, scale, domain)
+        return dataclasses.replace(data, seed=data.seed + fit_seed) if fit_seed else data
 
-    def variant_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str]) -> tuple[str, dict]:
+    def warm_data(self, data: TrainingData, scale: int) -> TrainingData:
+        """What a warm start learns from: the fit's source pool, bicubic pairs only (made by
+        the trainer); a fit with no source pool (the oracle on a real set's train pairs)
+        starts from the run's whole source pool."""
+        src = data if len(data.source_hr) else self.plan.per_scale(scale)
+        return TrainingData(scale=scale, source_hr=src.source_hr, seed=data.seed)
+
+    def variant_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str],
+                    fit_seed: int = 0) -> tuple[str, dict]:
         """The model's fingerprint, computed without training or loading it."""
-        k = (name, scale, domain)
+        k = (name, scale, domain, fit_seed)
         if k in self._variants:
             return self._variants[k]
         cls = resolve_variant(name)[0]
@@ -348,23 +365,35 @@ class Runner:
         elif not cls.info.learned:
             v = ("-", {"source": "classical"})
         else:
-            data = self.training_data(cls, scale, domain, test_ids)
-            probe = self.build(name, scale, device="cpu")
+            data = self.training_data(cls, scale, domain, test_ids, fit_seed)
+            probe = self.build(name, scale, device="cpu", fit_seed=fit_seed)
             budget = probe.default_budget()
             if self.spec.iterations:
                 budget = dataclasses.replace(budget, iterations=self.spec.iterations)
             if self.spec.batch_size:
                 budget = dataclasses.replace(budget, batch_size=self.spec.batch_size)
             switches = self.training_switches()
-            key = hashlib.sha256("|".join([
-                name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
-                TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision, *switches.values(),
-                *self.fit_files(cls, name),
-            ]).encode()).hexdigest()
-            v = (f"{self.variant_tag()}:fit-{key[:8]}",
-                 {"source": "fit", "fit_key": key, "data": data, "budget": budget,
-                  "init": dict(self.spec.init).get(name),
-                  "training": {**self.plan.describe(data), **switches}})
+            init = dict(self.spec.init).get(name)
+            warm = None if init else probe.warm_start()  # --init replaces the shared warm start
+            warm_key = warm.key(scale, self.warm_data(data, scale), switches.values()) if warm else ""
+
+            def fit_key(fingerprint: str, seed: int) -> str:
+                return hashlib.sha256("|".join([
+                    name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), fingerprint,
+                    TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision, *switches.values(),
+                    *self.fit_files(cls, name), *([f"warm:{warm_key}"] if warm else []),
+                    *([f"fit-seed:{seed}"] if seed else []),
+                ]).encode()).hexdigest()
+
+            key = fit_key(data.fingerprint(), fit_seed)
+            # what the seeds of one --fit-seeds run share: the key without the seed's draws
+            group = fit_key(self.training_data(cls, scale, domain, test_ids).fingerprint(), 0)
+            training = {**self.plan.describe(data), **switches}
+            if len(self.spec.fit_seeds) > 1:
+                training.update(fit_seed=fit_seed, seed_group=group[:16])
+            v = (f"{self.variant_tag()}{f'+seed{fit_seed}' if fit_seed else ''}:fit-{key[:8]}",
+                 {"source": "fit", "fit_key": key, "data": data, "budget": budget, "init": init,
+                  "warm": warm, "warm_key": warm_key, "training": training})
         self._variants[k] = v
         return v
 
@@ -421,13 +450,13 @@ class Runner:
             out.append(f"init:{sha256_file(init)}")
         return out
 
-    def model_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str]) -> Model:
-        k = (name, scale, domain)
+    def model_for(self, name: str, scale: int, domain: str, test_ids: frozenset[str], fit_seed: int = 0) -> Model:
+        k = (name, scale, domain, fit_seed)
         if k in self._models:
             return self._models[k]
         cls = resolve_variant(name)[0]
-        variant, meta = self.variant_for(name, scale, domain, test_ids)
-        method = self.build(name, scale)
+        variant, meta = self.variant_for(name, scale, domain, test_ids, fit_seed)
+        method = self.build(name, scale, fit_seed=fit_seed)
         model = Model(method, variant, meta["source"], domain_label(domain) if domain else "")
         if meta["source"] == "checkpoint":
             self.load_release(method, name, scale, self.checkpoints[name])
@@ -476,6 +505,11 @@ class Runner:
             if meta.get("init"):  # the recipe's starting point, loaded through the method's key maps
                 model.method.load_init(meta["init"])
                 started.append(f"started from {Path(meta['init']).name} (sha256 {sha256_file(meta['init'])[:12]})")
+            elif meta.get("warm"):  # the same path, from the shared warm start of this network
+                warm = self.warm_file(meta["warm"], meta["warm_key"], self.warm_data(data, model.method.scale),
+                                      model.method.scale)
+                model.method.load_init(warm.path)
+                started.append(warm.note(itself=meta["budget"].iterations == 0))
             with loading(model.method.context.loader_workers), loop_options(self.loop_options(model, meta)):
                 report = model.method.fit(fit_input(name, data), meta["budget"])
             report.notes[:0] = started
@@ -496,6 +530,33 @@ class Runner:
         model.wall_s = rep.get("fit_wall_s")
         model.notes = list(dict.fromkeys(rep.get("notes", [])))
         model.sha256 = sha256_file(ckpt)
+
+    def warm_file(self, warm, key: str, data: TrainingData, scale: int):
+        """The trained warm start of ``key``: from the cache, or trained now (once: the
+        lock makes a second process wait and then read it; under torchrun every rank
+        trains it data-parallel and rank 0 writes it)."""
+        from .warmstart import cached, train_warm_start
+
+        folder, w = self.cache / "warm" / key, ddp.world()
+        with fit_lock(folder, self.log) if w.main else contextlib.nullcontext():
+            found = cached(folder, key)
+            if ddp.all_objects(found is not None)[0]:
+                return found
+            resume = self.cache / "resume" / f"warm-{key}"
+            if w.main:
+                self.log(f"training the shared warm start {warm.label()} x{scale} ({warm.budget.describe()}, "
+                         f"{len(data.source_hr)} source images, bicubic pairs)")
+            spec = self.spec
+            with loop_options(LoopOptions(resume_dir=str(resume), save_every=spec.save_every, amp=spec.amp,
+                                          channels_last=spec.channels_last, log=self.log)):
+                got = train_warm_start(warm, data, scale, folder, device=torch.device(self.device),
+                                       cache_dir=str(self.cache), main=w.main)
+            if w.main:
+                shutil.rmtree(resume, ignore_errors=True)
+                self.log(f"  warm start {key[:12]}: {got.about['iterations']} iterations in "
+                         f"{got.about['wall_s']:.1f}s")
+            ddp.barrier()
+            return cached(folder, key) or got
 
     def loop_options(self, model: Model, meta: dict) -> LoopOptions:
         spec, resume = self.spec, self.resume_folder(meta)
@@ -673,7 +734,7 @@ class Runner:
         for c in cells:
             ds = by_name[c.dataset]
             try:
-                variant, _ = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+                variant, _ = self.variant_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
             except NotFitted as exc:  # nothing to fit this method to here: marked, not failed
                 key = self.cell_key(c.method, "not-fitted", ds, c.suite, c.scale)
                 self.store.mark_not_fitted(key, self.run_id, str(exc))
@@ -712,14 +773,14 @@ class Runner:
         benchmark run with the same flags would use, and evaluate nothing."""
         spec = self.spec
         names, datasets, cells = self.plan_run()
-        fits: dict[tuple[str, int, str], Cell] = {}
+        fits: dict[tuple[str, int, str, int], Cell] = {}
         for c in cells:
             if resolve_variant(c.method)[0].info.learned and c.method not in self.checkpoints:
-                fits.setdefault((c.method, c.scale, c.domain), c)
+                fits.setdefault((c.method, c.scale, c.domain, c.fit_seed), c)
         todo = []
         for c in fits.values():
             try:
-                self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+                self.variant_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
                 todo.append((c, None, None))
             except NotFitted as exc:
                 self.log(f"  not fitted: {c.method} x{c.scale}: {exc}")
@@ -730,9 +791,9 @@ class Runner:
                  f"{spec.profile}{', ' + str(ddp.world().size) + ' ranks' if ddp.world().size > 1 else ''})")
         self.audit(datasets, todo)
         for c, _, _ in todo:
-            variant, meta = self.variant_for(c.method, c.scale, c.domain, self.test_ids)
+            variant, meta = self.variant_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
             try:
-                self.model_for(c.method, c.scale, c.domain, self.test_ids)
+                self.model_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
             except BenchError as exc:
                 self.failures.append(f"{c.method} x{c.scale}: {exc}")
                 self.log(f"FAILED {c.method} x{c.scale}: {exc}")
@@ -848,7 +909,7 @@ class Runner:
         faults.reached("cell-start")
         t0 = time.perf_counter()
         try:
-            model = self.model_for(c.method, c.scale, c.domain, self.test_ids)
+            model = self.model_for(c.method, c.scale, c.domain, self.test_ids, c.fit_seed)
             srs, refs = [], []
             items = ds.items_at(c.scale)
             if not items:
@@ -895,7 +956,9 @@ class Runner:
     def _time_models(self, names: Sequence[str], datasets) -> None:
         from .timing import time_model
 
-        for (name, scale, domain), model in list(self._models.items()):
+        for (name, scale, domain, fit_seed), model in list(self._models.items()):
+            if fit_seed:  # one network shape and code: the first seed's timing stands for every seed
+                continue
             try:
                 time_model(self.store, model.method, model.variant, self.device, self.run_id, full=False)
             except Exception as exc:

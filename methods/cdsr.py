@@ -451,7 +451,7 @@ class CDSRMethod(Method):
                              f"use {', '.join(CDSRArch.__dataclass_fields__)}")
         self.arch = replace(ARCH[profile], **arch)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights, no global RNG side effects
+            torch.manual_seed(self.init_seed())  # deterministic initial weights, no global RNG side effects
             self.net = CDSRNet(scale, self.arch).to(self.device)
             self.moco = MoCoKey(self.arch).to(self.device)
         self.moco.reset(self.net.E.encoder_q, torch_generator(0, "cdsr", "queue"))

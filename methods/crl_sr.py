@@ -280,7 +280,7 @@ class CRLSR(Method):
                              f"use {', '.join(CRLArch.__dataclass_fields__)}")
         self.arch = replace(ARCH[profile], **arch)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights without touching the global RNG
+            torch.manual_seed(self.init_seed())  # deterministic initial weights without touching the global RNG
             self.net = CRLSRNet(scale, self.arch).to(self.device)
             self.heads = ContrastiveHeads(scale, self.arch).to(self.device)
         self.net.eval()

@@ -29,8 +29,9 @@ from bench.adapter import (MethodContext, sha256_file, BenchError, Budget, Check
 from bench.ddp import gather, parallel, shard, world
 from bench.resume import TrainState
 from bench.train import run_training, torch_generator
+from bench.warmstart import WarmStart, warm_budget
 
-from ._blocks import default_conv
+from ._blocks import default_conv, seeded
 from ._stages import Recipe
 from .dasr_wang import RGB_RANGE, DegradationEncoder, DegradationSpec, PairSampler, degrade_to_255, uniform
 
@@ -209,6 +210,14 @@ class AdaptedIMDN(nn.Module):
             outs.append(prev)
         out_lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea  # the adapted head features
         return self.upsampler(out_lr), diffs
+
+
+class BicubicIMDN(AdaptedIMDN):
+    """G as a plain SR network (adapters off, the SR image only): the warm start's
+    network, whose state dict is G's."""
+
+    def forward(self, x: torch.Tensor, rep: None = None) -> torch.Tensor:
+        return super().forward(x, None)[0]
 
 
 class PlainIMDN(nn.Module):
@@ -395,7 +404,7 @@ class DAA(Method):
         a, b, c = ARCH[profile]
         self.arch = {"nf": nf or a, "num_modules": num_modules or b, "enc_width": enc_width or c}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights
+            torch.manual_seed(self.init_seed())  # deterministic initial weights
             self.net = BlindSR(scale, **self.arch).to(self.device)
         imdn_init = imdn_init or self.context.init_file(self.info.name)  # --init daa=IMDN_x4.pth
         self.imdn_init = Path(imdn_init) if imdn_init else None
@@ -450,6 +459,15 @@ class DAA(Method):
     def save_checkpoint(self, path: str | Path) -> None:
         torch.save(self.net.state_dict(), path)
 
+    def warm_start(self) -> WarmStart:
+        """G's IMDN starts from the bicubic ``IMDN_x4.pth``: here the shared warm start of
+        this IMDN (G with its adapters off), built as the constructor builds G."""
+        a, scale = self.arch, self.scale
+        return WarmStart(f"IMDN nf{a['nf']} m{a['num_modules']} (DAA's G, adapters off)", 1.0,
+                         warm_budget(self.context.profile),
+                         build=lambda: seeded(self.init_seed(), lambda: BicubicIMDN(
+                             scale, a["nf"], a["num_modules"], rep_dim=4 * a["enc_width"])))
+
     def load_init(self, path: str | Path) -> None:
         """``--init daa=IMDN_x4.pth``: the recipe's start of G's backbone (the constructor reads
         the same file from the context; loading it again is harmless). With it the bicubic
@@ -462,6 +480,8 @@ class DAA(Method):
         official training does; the adapters stay at their initial weights."""
         state = load_torch_file(path)
         state = {k.split(".", 1)[1] if k.startswith("module.") else k: v for k, v in state.items()}
+        # IMDN files have no adapters; a warm start's G has untrained ones: G keeps its own
+        state = {k: v for k, v in state.items() if not k.startswith("adapt")}
         load_state_dict_checked(self.net.G, state, what=f"IMDN initialisation {path}",
                                 allow_missing=lambda k: k.startswith("adapt"))
 

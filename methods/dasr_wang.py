@@ -398,7 +398,7 @@ class DASRWang(Method):
         self.arch = {"n_groups": n_groups or g, "n_blocks": n_blocks or b, "n_feats": n_feats or f,
                      "enc_width": enc_width or e, "queue_size": queue_size}
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights and queue
+            torch.manual_seed(self.init_seed())  # deterministic initial weights and queue
             self.net = BlindSR(scale, **self.arch).to(self.device)
         self.net.eval()
 

@@ -231,9 +231,9 @@ class DASRWei(DegradationSRMethod):
             raise BenchError(f"dasr-wei: fs_type {self.arch.fs_type!r} unknown; choose one of {', '.join(FS_TYPES)}")
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
-        self.dsn = seeded(0, lambda: dsn(scale, a.dsn_blocks, a.dsn_feats)).to(self.device)
-        self.dsn_d = seeded(2, lambda: FSDiscriminator(a.fs_type, a.fs_kernel, a.d_width, "instance")).to(self.device)
-        self.srn = seeded(1, lambda: SRN(a.srn_nf, a.srn_blocks, a.srn_gc)).to(self.device)
+        self.dsn = seeded(self.init_seed(0), lambda: dsn(scale, a.dsn_blocks, a.dsn_feats)).to(self.device)
+        self.dsn_d = seeded(self.init_seed(2), lambda: FSDiscriminator(a.fs_type, a.fs_kernel, a.d_width, "instance")).to(self.device)
+        self.srn = seeded(self.init_seed(1), lambda: SRN(a.srn_nf, a.srn_blocks, a.srn_gc)).to(self.device)
         self._train: dict[str, nn.Module] = {}
 
     # -- inference -------------------------------------------------------

@@ -6,17 +6,16 @@ how its training pairs are made.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method, MethodContext
-from bench.ddp import parallel
-from bench.resume import TrainState
-from bench.train import PairedPatchSampler, adam, run_training, torch_generator
+from bench.warmstart import WarmStart, train_on_pairs, warm_budget
 
-from ._blocks import EDSR
+from ._blocks import EDSR, seeded
 
 #: (n_resblocks, n_feats) per profile; paper = EDSR-baseline (Lim et al. 2017).
 ARCH = {"smoke": (2, 16), "quick": (8, 48), "paper": (16, 64)}
@@ -25,7 +24,7 @@ ARCH = {"smoke": (2, 16), "quick": (8, 48), "paper": (16, 64)}
 class EDSRTrained(Method):
     """Shared body of the supervised EDSR baselines; subclasses choose the pairs."""
     #: bump on any change that changes outputs or fits (see Method.code_version)
-    code_version = "1"
+    code_version = "2"  # 2: starts from the shared warm start (edsr-bicubic: is it)
 
     budgets = {
         "smoke": Budget(iterations=4, batch_size=2, patch_size=16),
@@ -43,7 +42,7 @@ class EDSRTrained(Method):
         nb, nf = ARCH[profile]
         self.n_resblocks, self.n_feats = n_resblocks or nb, n_feats or nf
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights, independent of global RNG use elsewhere
+            torch.manual_seed(self.init_seed())  # deterministic initial weights, independent of global RNG use elsewhere
             self.net = EDSR(scale, self.n_resblocks, self.n_feats, rgb_range=1.0).to(self.device)
 
     def network(self):
@@ -69,27 +68,16 @@ class EDSRTrained(Method):
         return [(hr, synthesized(hr, suite, self.scale, data.seed, draw=d, store=store or None))
                 for d in range(self.pair_draws)]
 
+    def warm_start(self) -> WarmStart:
+        """The shared EDSR-baseline of this width trained on bicubic pairs of the source pool:
+        ``edsr-bicubic`` is that network itself; the ``oracle`` starts from it."""
+        nb, nf, scale = self.n_resblocks, self.n_feats, self.scale
+        return WarmStart(f"EDSR-baseline nb{nb} nf{nf}", 1.0, warm_budget(self.context.profile),
+                         build=lambda: seeded(self.init_seed(), lambda: EDSR(scale, nb, nf, rgb_range=1.0)))
+
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
-        sampler = PairedPatchSampler(self.make_pairs(data), budget.patch_size, self.scale,
-                                     torch_generator(data.seed, self.info.name))
-        opt = adam(self.net.parameters(), budget.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, budget.iterations))
-        state = TrainState(net=self.net, opt=opt, sched=sched, sampler=sampler)
-        net = parallel(self.net)  # DistributedDataParallel under torchrun, the network itself otherwise
-        self.net.train()
-
-        def step(i: int) -> dict[str, float]:
-            lr, hr = sampler.sample(budget.batch_size)
-            loss = F.l1_loss(net(lr.to(self.device)), hr.to(self.device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            return {"l1": loss.item()}
-
-        report = run_training(step, budget, desc=f"fit {self.info.name} x{self.scale}", state=state)
-        self.net.eval()
-        return report
+        return train_on_pairs(self.net, self.make_pairs(data), self.scale, budget, seed=data.seed,
+                              stream=self.info.name, device=self.device, desc=f"fit {self.info.name} x{self.scale}")
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
@@ -112,6 +100,9 @@ class EDSRBicubic(EDSRTrained):
         notes=("Trained here on bicubic (MATLAB) pairs of the source HR pool; the non-blind reference.",),
     )
     pair_draws = 1  # bicubic is deterministic: one LR per image
+    #: its training is the warm start's (bench.warmstart.WARM_BUDGETS); ``--iterations N``
+    #: trains N more iterations of the same loop from there
+    budgets = {p: dataclasses.replace(b, iterations=0) for p, b in EDSRTrained.budgets.items()}
 
     def training_suite(self, data: TrainingData):
         from bench.degrade import get_suite

@@ -282,9 +282,9 @@ class FCA(DegradationSRMethod):
         self.arch = arch_with(FCA_ARCH[profile], arch, "fca")
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
-        self.generator = seeded(0, lambda: AdaptationGenerator(scale, KernelEstimator(
+        self.generator = seeded(self.init_seed(0), lambda: AdaptationGenerator(scale, KernelEstimator(
             a.est_width, a.est_branch, a.est_dense, a.est_res, a.kernel_size, a.kernel_prior_sigma))).to(self.device)
-        self.sr = seeded(1, lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)).to(self.device)
+        self.sr = seeded(self.init_seed(1), lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)).to(self.device)
         self._train: dict[str, nn.Module] = {}
 
     # -- inference -------------------------------------------------------

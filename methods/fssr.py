@@ -32,6 +32,7 @@ from bench.ddp import parallel
 from bench.degrade.resize import imresize_torch
 from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, Stage, torch_generator
+from bench.warmstart import WarmStart, warm_budget
 
 from ._blocks import seeded
 from ._esrgan import (ESRGAN, ESRGAN_FS_W, RRDBNet, VGGDiscriminator, esrgan_fs_step, ragan_d, ragan_g,
@@ -144,8 +145,8 @@ class FSSR(DegradationSRMethod):
         self.arch = arch_with(FSSR_ARCH[profile], arch, "fssr")
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
-        self.dsgan = seeded(0, lambda: DSGANGenerator(a.dsgan_blocks, a.dsgan_feats)).to(self.device)
-        self.sr = seeded(1, lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)).to(self.device)
+        self.dsgan = seeded(self.init_seed(0), lambda: DSGANGenerator(a.dsgan_blocks, a.dsgan_feats)).to(self.device)
+        self.sr = seeded(self.init_seed(1), lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)).to(self.device)
         self._train: dict[str, nn.Module] = {}
 
     # -- inference -------------------------------------------------------
@@ -174,6 +175,13 @@ class FSSR(DegradationSRMethod):
         if not isinstance(sr_state, Mapping):
             raise CheckpointError(f"fssr ESRGAN-FS checkpoint {pth} is not a state dict")
         load_state_dict_checked(self.sr, strip_module(sr_state), what=f"fssr ESRGAN-FS checkpoint {pth}")
+
+    def warm_start(self) -> WarmStart:
+        """ESRGAN-FS starts from ``RRDB_ESRGAN_x4.pth`` (a perceptual ESRGAN; its PSNR
+        stage is the PSNR-trained RRDBNet): here the shared PSNR warm start of this RRDBNet."""
+        a = self.arch
+        return WarmStart(f"RRDBNet nf{a.nf} nb{a.nb} gc{a.gc}", 1.0, warm_budget(self.context.profile),
+                         build=lambda: seeded(self.init_seed(1), lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)))
 
     def load_init(self, path: str | Path) -> None:
         """``--init fssr=RRDB_ESRGAN_x4.pth``: the recipe's start of ESRGAN-FS (its

@@ -30,8 +30,9 @@ from bench import ddp
 from bench.degrade.resize import imresize_torch
 from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
+from bench.warmstart import WarmStart, warm_budget
 
-from ._blocks import PReLUResBlock
+from ._blocks import PReLUResBlock, seeded
 from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 from ._unpaired import FSDNet
@@ -352,7 +353,7 @@ class MSSR(Method, DegradationModel):
         self.arch = a
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights, independent of the global RNG
+            torch.manual_seed(self.init_seed())  # deterministic initial weights, independent of the global RNG
             self.g1 = RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"], a["rrdb_gc"], scale=scale)
             self.g2 = RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"], a["rrdb_gc"], scale=scale)
             self.deresnet = DeResnet(a["deres_nb"], a["deres_nf"], scale)
@@ -618,6 +619,14 @@ class MSSR(Method, DegradationModel):
         opts[name].zero_grad()
 
     # -- checkpoints -----------------------------------------------------
+    def warm_start(self) -> WarmStart:
+        """Both SR nets start from BasicSR's PSNR RRDBNet: here the shared warm start of this RRDBNet."""
+        a, scale = self.arch, self.scale
+        return WarmStart(f"RRDBNet nf{a['rrdb_nf']} nb{a['rrdb_nb']} gc{a['rrdb_gc']}", 1.0,
+                         warm_budget(self.context.profile),
+                         build=lambda: seeded(self.init_seed(), lambda: RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"],
+                                                                              a["rrdb_gc"], scale=scale)))
+
     def load_init(self, path: str | Path) -> None:
         """``--init mssr=ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth``: the recipe's start of
         both SR nets (sr/config_cont.json ``g1_ckpt_path``/``g2_ckpt_path``, BasicSR

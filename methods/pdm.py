@@ -28,7 +28,9 @@ from bench import ddp
 from bench.resume import TrainState
 from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 
-from ._blocks import EDSR
+from bench.warmstart import WarmStart, warm_budget
+
+from ._blocks import EDSR, seeded
 from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 
@@ -353,7 +355,7 @@ class PDM(Method, DegradationModel):
         self.sr_kind, self.deg_kind, self.arch = sr, deg, a
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # deterministic initial weights, independent of the global RNG
+            torch.manual_seed(self.init_seed())  # deterministic initial weights, independent of the global RNG
             if sr == "edsr":
                 self.net_sr: nn.Module = EDSR01(scale, a["n_blocks"], a["n_feats"], res_scale=1.0, rgb_range=255.0,
                                                 trainable_mean=True)
@@ -567,6 +569,21 @@ class PDM(Method, DegradationModel):
         return report
 
     # -- checkpoints -----------------------------------------------------
+    def warm_start(self) -> WarmStart:
+        """The recipe starts the SR net from ``edsr_baseline_x4-new.pt`` (``.rrdb``: BSRGAN.pth):
+        here the shared warm start of this network, built as the constructor builds it."""
+        a, scale = self.arch, self.scale
+        if self.sr_kind == "edsr":
+            return WarmStart(f"EDSR-baseline nb{a['n_blocks']} nf{a['n_feats']} (PDM: trainable mean shift)", 255.0,
+                             warm_budget(self.context.profile),
+                             build=lambda: seeded(self.init_seed(), lambda: EDSR01(
+                                 scale, a["n_blocks"], a["n_feats"], res_scale=1.0, rgb_range=255.0,
+                                 trainable_mean=True)))
+        return WarmStart(f"RRDBNet nf{a['n_feats']} nb{a['n_blocks']} gc{a['grow']}", 1.0,
+                         warm_budget(self.context.profile),
+                         build=lambda: seeded(self.init_seed(), lambda: RRDBNet(3, 3, a["n_feats"], a["n_blocks"],
+                                                                              a["grow"], scale=scale)))
+
     def load_init(self, path: str | Path) -> None:
         """``--init pdm=edsr_baseline_x4-new.pt`` (``--init pdm.rrdb=BSRGAN.pth``): the recipe's
         start of the SR net (options/train/psnr/*.yml ``netSR.pretrain.path``); the degradation

@@ -227,7 +227,7 @@ class USRDA(Method):
         self.weights_dir = weights_dir if weights_dir is not None else self.context.weights_dir
         a = self.arch
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)  # deterministic initial weights; constructor order as train.py
+            torch.manual_seed(self.init_seed(init_seed))  # deterministic initial weights; constructor order as train.py
             enc = Encoder(a.n_feats)
             # Decoder_Id_RRDB: features -> target-style LR at the same size (training only)
             self.dec_id = RRDBNet(a.n_feats, 3, a.dec_feats, a.n_blocks_id, a.grow, scale=1).to(self.device)
