@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .adapter import BenchError, BenchWarning
+from .adapter import PROFILE_SPECS, PROFILES, BenchError, BenchWarning
 
 COMMANDS = ("run", "fit", "check-adapter", "timing", "degrade", "tables", "paper", "fidelity", "curves", "repair")
 
@@ -77,9 +77,10 @@ def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> N
     p.add_argument("--data-root", default=os.environ.get("UNPAIRED_SR_DATA"),
                    help="folder holding standard datasets (Set5, Set14, B100, Urban100, ...) [$UNPAIRED_SR_DATA]")
     p.add_argument("--scales", type=_scales, default=(4,), help="comma list of scale factors [4]")
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
-                   help="model size and training budget: smoke (tests, seconds), quick (CPU, about 2 min per fit), "
-                        "paper (official architecture and recipe; official checkpoints load here) [%(default)s]")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="model size and training budget: "
+                        + "; ".join(f"{n} ({spec.about})" for n, spec in PROFILE_SPECS.items())
+                        + ". Official checkpoints load at paper [gpu where --device auto finds CUDA, else quick]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="[%(default)s]")
     p.add_argument("--out", default="results", help="output folder (store, caches, tables) [%(default)s]")
     p.add_argument("--seed", type=int, default=0, help="run seed for LR synthesis and training [%(default)s]")
@@ -95,6 +96,26 @@ def add_common(p: argparse.ArgumentParser, *, methods_default: str = "all") -> N
                    help="folder with ImageNet/LPIPS weight files (alexnet-owt-7be5be79.pth, "
                         "LPIPS_v0.1_alex-df73285e.pth, vgg19-dcbb9e9d.pth) [$UNPAIRED_SR_WEIGHTS]")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--fit-seeds 0,1,2`` -> (0, 1, 2): distinct non-negative integers."""
+    try:
+        seeds = tuple(dict.fromkeys(int(t) for t in text.split(",") if t.strip()))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"takes a comma list of seeds >= 0 such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def default_profile(profile: str | None, device: str) -> str:
+    """``--profile`` unset: the GPU profile where the run's device is CUDA, else quick."""
+    if profile:
+        return profile
+    from .runner import resolve_device
+
+    return "gpu" if resolve_device(device).startswith("cuda") else "quick"
 
 
 def _at_least(lo: int, what: str):
@@ -139,6 +160,11 @@ def add_training(p: argparse.ArgumentParser) -> None:
                    help="train under bf16 autocast (no loss scaling needed; fp16 is not offered) [fp32; on CUDA "
                         "the TF32 flags are recorded with it]")
     g.add_argument("--channels-last", action="store_true", help="train in channels-last memory format")
+    g.add_argument("--fit-seeds", type=_seeds, default=(0,), metavar="S,S,...",
+                   help="fit every learned method once per seed (e.g. 0,1,2; released checkpoints are not refitted): a "
+                        "seed moves the initial weights (the shared warm start's too), the patch draws and every "
+                        "noise/degradation draw of the fit, never the training pools; tables show the mean over seeds "
+                        "with its standard deviation [0]")
     g.add_argument("--save-every", type=_count, default=5000, metavar="N",
                    help="save the training state every N steps and at each stage boundary (newest two kept, "
                         "under OUT/cache/resume/<fit key>); rerunning a killed command resumes from it; 0: stage "
@@ -339,7 +365,8 @@ def spec_from_args(a: argparse.Namespace, **over):
     return RunSpec(
         methods=_csv(a.methods), datasets=a.datasets, data_root=a.data_root, suites=getattr(a, "suites", None),
         scales=a.scales, metrics=_csv(getattr(a, "metrics", "psnr,ssim,lpips,niqe")),
-        protocol=getattr(a, "protocol", "paper-y"), profile=a.profile, device=a.device, out=a.out,
+        protocol=getattr(a, "protocol", "paper-y"), profile=default_profile(a.profile, a.device), device=a.device,
+        out=a.out, fit_seeds=getattr(a, "fit_seeds", (0,)),
         jobs=getattr(a, "jobs", 2), seed=a.seed, checkpoints=_pairs(a.checkpoint, "--checkpoint"),
         init=_pairs(a.init, "--init"),
         adapters=tuple(a.adapter), weights_dir=a.weights_dir, timing=not getattr(a, "no_timing", False),
@@ -455,7 +482,7 @@ def cmd_check_adapter(argv: list[str]) -> int:
                                             "images in fit(), checkpoint round-trip.")
     p.add_argument("target", help="module:Class, or a registered method name")
     p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="smoke")
+    p.add_argument("--profile", choices=PROFILES, default="smoke")
     p.add_argument("--device", default="cpu")
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)

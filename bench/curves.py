@@ -34,7 +34,7 @@ import torch
 from tabulate import tabulate
 from torch import nn
 
-from .adapter import REGISTRY, BenchError
+from .adapter import PROFILES, REGISTRY, BenchError
 from .fidelity import MIN_DRAWS, PSNR_CAP
 
 CURVES_VERSION = "2"  # bump when a row's meaning changes: stored rows are keyed by it
@@ -344,7 +344,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=MIN_DRAWS, help="noise draws for the fidelity scores [%(default)s]")
     p.add_argument("--fidelity-images", type=int, default=0,
                    help="score fidelity on the first N test images only (CPU time; 0 = all) [0]")
-    p.add_argument("--profile", default="quick", choices=("smoke", "quick", "paper"))
+    p.add_argument("--profile", default="quick", choices=PROFILES)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/curves")

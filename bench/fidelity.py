@@ -64,7 +64,7 @@ import torch
 from scipy import ndimage
 from tabulate import tabulate
 
-from .adapter import REGISTRY, BenchError, DegradationModel
+from .adapter import PROFILES, REGISTRY, BenchError, DegradationModel
 
 BASELINE = "bicubic-assumption"
 BASELINE_LABEL = "bicubic assumption"
@@ -514,7 +514,7 @@ def parser() -> argparse.ArgumentParser:
                    help="'all' (every unpaired method with a degradation model) or a comma list [%(default)s]")
     p.add_argument("--suites", default=DEFAULT_SUITES, help="target domains, ';'-separated [%(default)s]")
     p.add_argument("--scales", default="4", help="comma list of scale factors [%(default)s]")
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick", help="[%(default)s]")
+    p.add_argument("--profile", choices=PROFILES, default="quick", help="[%(default)s]")
     p.add_argument("--out", default="results", help="output folder (store, fit cache, tables) [%(default)s]")
     p.add_argument("--seed", type=int, default=0, help="run seed (LR synthesis, training, draws) [%(default)s]")
     p.add_argument("--draws", type=int, default=MIN_DRAWS, help="noise draws per image (>= 8) [%(default)s]")

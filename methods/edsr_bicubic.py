@@ -10,7 +10,6 @@ import dataclasses
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method, MethodContext
 from bench.warmstart import WarmStart, train_on_pairs, warm_budget

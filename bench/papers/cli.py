@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from bench.adapter import REGISTRY, BenchError
+from bench.adapter import PROFILES, REGISTRY, BenchError
 
 from .run import CHECKPOINT_PROFILE, Options, TablePlan, plan_table, run_table
 from .spec import GIVEN, load_specs, select
@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"released weights for a method (runs at the '{CHECKPOINT_PROFILE}' profile); repeatable")
     p.add_argument("--methods", default=None, help="run only these methods' rows (comma list); the other rows "
                                                    "show their reported values")
-    p.add_argument("--profile", choices=("smoke", "quick", "paper"), default="quick",
+    p.add_argument("--profile", choices=PROFILES, default="quick",
                    help="training profile for learned methods without a checkpoint [%(default)s]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="[%(default)s]")
     p.add_argument("--out", default="results/papers", help="output folder [%(default)s]")
