@@ -8,19 +8,35 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 from tabulate import tabulate
 
 from .metrics import METRICS
 from .report import training_text
+from .stats import Bootstrap, Resampler
 from .store import CellKey, Store
 
-SUMMARY_COLUMNS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric", "value", "n_images"]
+GAP_COLUMNS = ["dataset", "scale", "protocol", "metric", "method", "variant", "domain", "value", "n_images",
+               "baseline", "bound", "delta", "delta_low", "delta_high", "delta_significant", "gap", "gap_low",
+               "gap_high", "gap_significant", "closed", "closed_low", "closed_high"]
+KEYS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric"]
+SUMMARY_COLUMNS = [*KEYS, "value", "n_images", "objective", "ci_low", "ci_high", "n_seeds", "seed_std",
+                   "seed_variants", "diff_vs", "diff", "diff_low", "diff_high", "significant", "undertrained"]
 DISPLAY = ["method", "variant", "dataset", "suite", "scale", "protocol"]
+#: the classical reference: the ``--versus`` default and the floor of the "undertrained" rules
+BICUBIC = "bicubic"
+#: the learned non-blind baseline: 0% of a domain gap whose 100% is the upper bound (the oracle)
+BASELINE = "edsr-bicubic"
+#: a PSNR-objective method this far below bicubic on its own home suite did not learn at this profile
+UNDERTRAINED_DB = 1.0
+#: the metric the undertrained rules read (a dB margin means nothing on another scale)
+UNDERTRAINED_METRIC = "psnr"
+#: the cell marks (Markdown text; LaTeX has its own, see ``_LATEX_STYLE``)
+SIGNIFICANT, UNDERTRAINED = "*", "‡"
 
 
 def metric_label(metric: str) -> str:
@@ -53,6 +69,30 @@ class Views:
     dataset_order: tuple[str, ...] = ()
     #: cells marked not fitted (no target-domain LR), with their reason
     not_fitted: tuple[dict, ...] = ()
+    #: the method every other row is tested against (``--versus``; None: no tests)
+    versus: str | None = BICUBIC
+    boot: Bootstrap = Bootstrap()
+    #: per-domain methods on their own domain against the baseline and the upper bound (GAP_COLUMNS)
+    gaps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GAP_COLUMNS))
+    #: the cells the undertrained rules flag
+    undertrained: tuple[Undertrained, ...] = ()
+
+
+@dataclass(frozen=True)
+class Undertrained:
+    """A PSNR cell flagged by the undertrained rules: ``kind`` "bound" (an upper bound below a
+    baseline on that column, so it bounds nothing there) or "home" (a PSNR-objective method more
+    than ``UNDERTRAINED_DB`` below bicubic on its home suite); ``below``: (reference, its value)."""
+
+    method: str
+    variant: str
+    dataset: str
+    suite: str
+    scale: int
+    protocol: str
+    kind: str
+    value: float
+    below: tuple[tuple[str, float], ...]
 
 
 def _run_specs(runs: Sequence[dict]) -> list[dict]:
@@ -135,12 +175,15 @@ def orders(summary: pd.DataFrame, runs: Sequence[dict], cells: Sequence[CellKey]
             tuple(x for x in datasets if x in have_d))
 
 
-def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | None = None) -> Views:
-    """Mean over images per (method, variant, dataset, suite, scale, protocol, metric).
+def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | None = None, *,
+              versus: str | None = BICUBIC, boot: Bootstrap = Bootstrap()) -> Views:
+    """Mean over images per (method, variant, dataset, suite, scale, protocol, metric), with its
+    bootstrap interval, the paired test against ``versus``, the undertrained marks and the gap table.
 
     ``cells``: exactly these content keys (what a run planned); ``run``: the cells that
     run wrote; neither: for every name, the latest stored content (a dataset edited
     between runs leaves its older cells in the store, and they are not averaged in).
+    Fits of one method that differ only by their training seed (``seed_group``) are one row.
     """
     rec = pd.DataFrame(store.records(), columns=[*DISPLAY, "image", "metric", "value", "cell_id", "run_id",
                                                  "finished"])
@@ -153,20 +196,187 @@ def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | N
         latest = rec.sort_values("finished", na_position="first").groupby(DISPLAY, sort=False)["cell_id"].last()
         rec = rec[rec.cell_id.isin(set(latest))]
     rendered = rec.groupby("run_id")["cell_id"].nunique().to_dict() if not rec.empty else {}
-    keys = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric"]
-    if rec.empty:
-        summary = pd.DataFrame(columns=SUMMARY_COLUMNS)
-    else:
-        g = rec.groupby(keys, sort=True, dropna=False)
-        summary = g["value"].agg(lambda v: v.mean() if v.notna().all() else float("nan")).rename("value").to_frame()
-        summary["n_images"] = g["image"].nunique()
-        summary = summary.reset_index()[SUMMARY_COLUMNS]
+    variants = store.variants()
+    summary, per_image = _rows(rec, variants)
+    rs = Resampler(boot)
+    bounds = _upper_bound_methods(variants)
+    summary = _with_intervals(summary, per_image, rs)
+    summary = _with_versus(summary, per_image, rs, versus)
+    flagged = undertrained_cells(summary, variants, bounds)
+    marked = {(u.method, u.variant, u.dataset, u.suite, u.scale, u.protocol, UNDERTRAINED_METRIC) for u in flagged}
+    summary["undertrained"] = [k in marked for k in _keys(summary)]
+    gaps = gap_table(summary, per_image, variants, bounds, rs)
+    summary = summary[SUMMARY_COLUMNS]
     runs = store.runs()
     planned = {c.cell_id for c in cells} if cells is not None else None
     marked = {(c["method"], c["dataset"], c["scale"]): c for c in sorted(store.not_fitted(run), key=lambda c: c["finished"])
               if planned is None or c["cell_id"] in planned}
-    return Views(summary, store.variants(), store.metric_notes(), runs, rendered, *orders(summary, runs, cells),
-                 not_fitted=tuple(marked.values()))
+    return Views(summary, variants, store.metric_notes(), runs, rendered, *orders(summary, runs, cells),
+                 not_fitted=tuple(marked.values()), versus=versus, boot=boot, gaps=gaps, undertrained=tuple(flagged))
+
+
+def _keys(frame: pd.DataFrame) -> list[tuple]:
+    return list(frame[KEYS].itertuples(index=False, name=None))
+
+
+def seed_group(meta: Mapping | None) -> tuple[str, int] | None:
+    """(seed_group, fit_seed) of a fit made once per ``--fit-seeds`` seed, else None. Read from the
+    variant's ``training`` record, or from its stored info's (where the runner keeps fit metadata)."""
+    if not meta:
+        return None
+    for t in (meta.get("training"), (meta.get("info") or {}).get("training")):
+        if isinstance(t, Mapping) and t.get("seed_group"):
+            return str(t["seed_group"]), int(t.get("fit_seed") or 0)
+    return None
+
+
+def row_variants(pairs: Iterable[tuple[str, str]], variants: Mapping) -> dict[tuple[str, str], str]:
+    """(method, variant) -> the variant its table row is named by: the fits of one method that share
+    a ``seed_group`` are one row, named by the lowest seed's variant; any other variant is its own."""
+    members: dict[tuple, list[tuple[int, str]]] = {}
+    for m, v in pairs:
+        g = seed_group(variants.get((m, v)))
+        members.setdefault((m, "group", g[0]) if g else (m, "variant", v), []).append((g[1] if g else 0, v))
+    return {(key[0], v): min(vs)[1] for key, vs in members.items() for _, v in vs}
+
+
+def _rows(rec: pd.DataFrame, variants: Mapping) -> tuple[pd.DataFrame, dict[tuple, pd.Series]]:
+    """The summary rows (seeds merged) and, per row key, its per-image values (image id -> value)."""
+    if rec.empty:
+        return pd.DataFrame(columns=[*KEYS, "value", "n_images", "objective", "n_seeds", "seed_std",
+                                     "seed_variants"]), {}
+    names = row_variants(set(zip(rec.method, rec.variant)), variants)
+    value = rec["value"].astype(float)
+    rec = rec.assign(seed_variant=rec["variant"], variant=[names[mv] for mv in zip(rec.method, rec.variant)],
+                     value=value, missing=value.isna())
+    # per fit seed, its mean over images; a cell with an n/a image is n/a (never a mean of the rest)
+    g = rec.groupby([*KEYS, "seed_variant"], sort=True, dropna=False)
+    seeds = g["value"].mean().where(~g["missing"].any()).rename("value").reset_index()
+    s = seeds.assign(missing=seeds["value"].isna()).groupby(KEYS, sort=True, dropna=False)
+    summary = pd.DataFrame({
+        "value": s["value"].mean().where(~s["missing"].any()),
+        "n_seeds": s.size(),
+        "seed_std": s["value"].std(ddof=1),  # NaN for one seed
+        "seed_variants": s["seed_variant"].agg(lambda v: ";".join(sorted(v)) if len(v) > 1 else ""),
+    }).reset_index()
+    # per image, the mean over seeds, on the images every seed has (what the intervals resample)
+    gi = rec.groupby([*KEYS, "image"], sort=True, dropna=False)
+    img = pd.DataFrame({"value": gi["value"].mean().where(~gi["missing"].any()), "n": gi.size()}).reset_index()
+    img = img.merge(summary[[*KEYS, "n_seeds"]], on=KEYS)
+    img = img[img["n"] == img["n_seeds"]]
+    per_image = {k: part.set_index("image")["value"] for k, part in img.groupby(KEYS, sort=False, dropna=False)}
+    summary["n_images"] = [len(per_image.get(k, ())) for k in _keys(summary)]
+    summary["objective"] = [objective(variants.get((m, v)), m) for m, v in zip(summary.method, summary.variant)]
+    return summary, per_image
+
+
+def objective(meta: Mapping | None, method: str) -> str:
+    """A row's training objective ("psnr", "perceptual"; "" classical), as stored with the variant,
+    else (stored before it was recorded) the installed method's."""
+    info = (meta or {}).get("info") or {}
+    if "objective" in info:
+        return str(info["objective"] or "")
+    from .adapter import BenchError, objective_of
+
+    try:
+        return objective_of(method)
+    except (BenchError, KeyError, ValueError):
+        return ""
+
+
+def _with_intervals(summary: pd.DataFrame, per_image: Mapping, rs: Resampler) -> pd.DataFrame:
+    ivs = [rs.mean(per_image[k].to_numpy()) if k in per_image else None for k in _keys(summary)]
+    return summary.assign(ci_low=[i.low if i else float("nan") for i in ivs],
+                          ci_high=[i.high if i else float("nan") for i in ivs])
+
+
+def _with_versus(summary: pd.DataFrame, per_image: Mapping, rs: Resampler, versus: str | None) -> pd.DataFrame:
+    """Each row against ``versus``'s row on the same column: the paired mean difference over the
+    images both have, its interval, and whether that interval excludes 0 (None: too few images)."""
+    keys = _keys(summary)
+    refs: dict[tuple, tuple] = {}
+    for k in sorted(keys, key=str):
+        if versus and k[0] == versus:
+            refs.setdefault(k[2:], k)  # one reference row per column (its first variant)
+    nan = float("nan")
+    cols: dict[str, list] = {c: [] for c in ("diff_vs", "diff", "diff_low", "diff_high", "significant")}
+    for k in keys:
+        ref = refs.get(k[2:]) if k[0] != versus else None
+        if ref is None or k not in per_image:
+            for c, v in zip(cols, ("", nan, nan, nan, None)):
+                cols[c].append(v)
+            continue
+        a, b = per_image[k].align(per_image[ref], join="inner")
+        iv = rs.paired(a.to_numpy(), b.to_numpy())
+        for c, v in zip(cols, (versus, iv.value, iv.low, iv.high, iv.excludes_zero if iv.defined else None)):
+            cols[c].append(v)
+    out = summary.assign(**{c: v for c, v in cols.items() if c != "significant"})
+    out["significant"] = pd.Series(cols["significant"], index=out.index, dtype=object)
+    return out
+
+
+def home_suite(suite: str, meta: Mapping) -> bool:
+    """Whether ``suite`` is a method's home: the domain it was fitted to (per-domain methods), else
+    a suite named by one of its ``home_suites`` prefixes (per-scale methods, e.g. ``aniso``)."""
+    if meta.get("domain"):
+        return suite == meta["domain"]
+    return any(suite.startswith(p) for p in (meta.get("info") or {}).get("home_suites") or ())
+
+
+def undertrained_cells(summary: pd.DataFrame, variants: Mapping, bounds: set[str]) -> list[Undertrained]:
+    """PSNR cells a profile was too short for, judged from stored values only: an upper bound below
+    ``BASELINE`` or ``BICUBIC`` on a column bounds nothing there; a PSNR-objective learned method more
+    than ``UNDERTRAINED_DB`` below ``BICUBIC`` on its own home suite has not learned what it is for."""
+    s = summary[(summary["metric"] == UNDERTRAINED_METRIC) & summary["value"].notna()]
+    floors: dict[tuple, dict[str, float]] = {}
+    for r in s.itertuples(index=False):
+        if r.method in (BICUBIC, BASELINE):
+            floors.setdefault((r.dataset, r.suite, r.scale, r.protocol), {}).setdefault(r.method, float(r.value))
+    out = []
+    for r in s.itertuples(index=False):
+        refs = floors.get((r.dataset, r.suite, r.scale, r.protocol), {})
+        meta = variants.get((r.method, r.variant)) or {}
+        if r.method in bounds:
+            kind, below = "bound", tuple((m, refs[m]) for m in (BASELINE, BICUBIC) if m in refs and r.value < refs[m])
+        elif (r.objective == "psnr" and (meta.get("info") or {}).get("family") != "classical" and BICUBIC in refs
+              and home_suite(r.suite, meta) and r.value < refs[BICUBIC] - UNDERTRAINED_DB):
+            kind, below = "home", ((BICUBIC, refs[BICUBIC]),)
+        else:
+            continue
+        if below:
+            out.append(Undertrained(r.method, r.variant, r.dataset, r.suite, int(r.scale), r.protocol, kind,
+                                    float(r.value), below))
+    return out
+
+
+def gap_table(summary: pd.DataFrame, per_image: Mapping, variants: Mapping, bounds: set[str],
+              rs: Resampler) -> pd.DataFrame:
+    """Per-domain methods (other than the bound) on their own domain's column: Δ vs ``BASELINE`` and
+    the share of the ``BASELINE`` -> upper-bound gap closed, from one set of resamples of the images
+    all three rows have. Columns without both a baseline and a bound row are left out."""
+    keys = sorted(_keys(summary), key=str)
+    values = dict(zip(_keys(summary), summary["value"]))
+    at: dict[tuple, list[tuple]] = {}
+    for k in keys:
+        at.setdefault(k[2:], []).append(k)
+    rows = []
+    for k in keys:
+        method, variant, ds, suite, scale, proto, metric = k
+        meta = variants.get((method, variant)) or {}
+        if method in bounds or not meta.get("domain") or suite != meta["domain"] or k not in per_image:
+            continue
+        base = next((p for p in at[k[2:]] if p[0] == BASELINE and p in per_image), None)
+        bound = next((p for p in at[k[2:]] if p[0] in bounds and p in per_image), None)
+        if base is None or bound is None:
+            continue
+        m, e, o = per_image[k], per_image[base], per_image[bound]
+        common = sorted(set(m.index) & set(e.index) & set(o.index))
+        g = rs.gap_closed(*(x.loc[common].to_numpy() for x in (m, e, o)))
+        rows.append([ds, int(scale), proto, metric, method, variant, suite, float(values[k]), len(common), base[1],
+                     bound[0], g.delta.value, g.delta.low, g.delta.high,
+                     g.delta.excludes_zero if g.delta.defined else None, g.gap.value, g.gap.low, g.gap.high,
+                     g.gap.excludes_zero if g.gap.defined else None, g.closed.value, g.closed.low, g.closed.high])
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
 def rendered_line(views: Views) -> str:
@@ -183,8 +393,12 @@ def _fmt(metric: str, v: float) -> str:
 
 def upper_bounds(views: Views) -> set[str]:
     """Methods whose stored info flags them as upper bounds (``MethodInfo.upper_bound``)."""
+    return _upper_bound_methods(views.variants)
+
+
+def _upper_bound_methods(variants: Mapping) -> set[str]:
     out = set()
-    for meta in views.variants.values():
+    for meta in variants.values():
         info = meta.get("info") or {}
         if "upper_bound" in info:
             flag = bool(info["upper_bound"])
