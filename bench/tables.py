@@ -269,7 +269,9 @@ def _rows(rec: pd.DataFrame, variants: Mapping) -> tuple[pd.DataFrame, dict[tupl
     img = pd.DataFrame({"value": gi["value"].mean().where(~gi["missing"].any()), "n": gi.size()}).reset_index()
     img = img.merge(summary[[*KEYS, "n_seeds"]], on=KEYS)
     img = img[img["n"] == img["n_seeds"]]
-    per_image = {k: part.set_index("image")["value"] for k, part in img.groupby(KEYS, sort=False, dropna=False)}
+    values, images = img["value"].to_numpy(), img["image"].to_numpy()
+    per_image = {k: pd.Series(values[i], index=images[i])
+                 for k, i in img.groupby(KEYS, sort=False, dropna=False).indices.items()}
     summary["n_images"] = [len(per_image.get(k, ())) for k in _keys(summary)]
     summary["objective"] = [objective(variants.get((m, v)), m) for m, v in zip(summary.method, summary.variant)]
     return summary, per_image

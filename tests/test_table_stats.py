@@ -201,3 +201,21 @@ def test_write_all_and_the_tables_command(tmp_path, capsys):
     assert "±" in md and "to `edsr-bicubic` on the same column" in md
     assert main(["tables", "--out", out, "--versus", "no-such-method"]) != 0
     assert "no-such-method" in capsys.readouterr().err
+
+
+def test_run_flags_reach_the_tables(tmp_path, capsys):
+    from PIL import Image
+
+    from bench.cli import main
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(MIN_CI_IMAGES):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    out = tmp_path / "out"
+    code = main(["--methods", "bicubic", "--datasets", f"tiny={folder}", "--suites", "bicubic", "--metrics", "psnr",
+                 "--profile", "smoke", "--jobs", "1", "--no-timing", "--out", str(out), "--ci", "--versus", "none"])
+    assert code == 0, capsys.readouterr().err
+    assert "±" in (out / "results.md").read_text()
+    assert json.loads((out / "results.json").read_text())["statistics"]["versus"] is None
