@@ -157,8 +157,8 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("tables")
     g.add_argument("--ci", action="store_true",
-                   help="show each value's 95%% bootstrap interval over images as ±half-width (n<%d below %d "
-                        "images) [off; always in summary.csv and results.json]" % (MIN_CI_IMAGES, MIN_CI_IMAGES))
+                   help=f"show each value's 95%% bootstrap interval over images as ±half-width (n<{MIN_CI_IMAGES} "
+                        f"below {MIN_CI_IMAGES} images) [off; always in summary.csv and results.json]")
     g.add_argument("--versus", default=BICUBIC, metavar="METHOD|none",
                    help="mark values whose paired bootstrap difference to this method's row on the same column "
                         "excludes 0; 'none' turns the test off [%(default)s]")

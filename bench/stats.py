@@ -25,9 +25,17 @@ class Bootstrap:
     level: float = 0.95
     min_images: int = MIN_CI_IMAGES
 
+    @property
+    def percent(self) -> str:
+        return f"{100 * self.level:g}%"
+
     def describe(self) -> str:
-        return (f"{100 * self.level:g}% percentile bootstrap over images, B = {self.resamples} resamples, "
-                f"seed {self.seed}")
+        """The resampling in a few words, for footnotes."""
+        return f"percentile bootstrap over images, B = {self.resamples} resamples, seed {self.seed}"
+
+
+#: the default resampling (frozen, so sharing it is safe)
+DEFAULT_BOOTSTRAP = Bootstrap()
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class GapClosed:
 class Resampler:
     """Resample indices per image count, drawn once per table render (a local cache, not global state)."""
 
-    def __init__(self, boot: Bootstrap = Bootstrap()):
+    def __init__(self, boot: Bootstrap = DEFAULT_BOOTSTRAP):
         self.boot = boot
         self._indices: dict[int, np.ndarray] = {}
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,10 +18,10 @@ from tabulate import tabulate
 
 from .metrics import METRICS
 from .report import training_text
-from .stats import Bootstrap, Resampler
+from .stats import DEFAULT_BOOTSTRAP, Bootstrap, Resampler
 from .store import CellKey, Store
 
-GAP_COLUMNS = ["dataset", "scale", "protocol", "metric", "method", "variant", "domain", "value", "n_images",
+GAP_COLUMNS = ["dataset", "scale", "protocol", "metric", "method", "variant", "domain", "value", "n_images", "n_seeds",
                "baseline", "bound", "delta", "delta_low", "delta_high", "delta_significant", "gap", "gap_low",
                "gap_high", "gap_significant", "closed", "closed_low", "closed_high", "bound_undertrained"]
 KEYS = ["method", "variant", "dataset", "suite", "scale", "protocol", "metric"]
@@ -72,7 +72,7 @@ class Views:
     not_fitted: tuple[dict, ...] = ()
     #: the method every other row is tested against (``--versus``; None: no tests)
     versus: str | None = BICUBIC
-    boot: Bootstrap = Bootstrap()
+    boot: Bootstrap = DEFAULT_BOOTSTRAP
     #: per-domain methods on their own domain against the baseline and the upper bound (GAP_COLUMNS)
     gaps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=GAP_COLUMNS))
     #: the cells the undertrained rules flag
@@ -177,7 +177,7 @@ def orders(summary: pd.DataFrame, runs: Sequence[dict], cells: Sequence[CellKey]
 
 
 def summarize(store: Store, cells: Iterable[CellKey] | None = None, run: str | None = None, *,
-              versus: str | None = BICUBIC, boot: Bootstrap = Bootstrap()) -> Views:
+              versus: str | None = BICUBIC, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> Views:
     """Mean over images per (method, variant, dataset, suite, scale, protocol, metric), with its
     bootstrap interval, the paired test against ``versus``, the undertrained marks and the gap table.
 
@@ -363,6 +363,7 @@ def gap_table(summary: pd.DataFrame, per_image: Mapping, variants: Mapping, boun
     all three rows have. Columns without both a baseline and a bound row are left out."""
     keys = sorted(_keys(summary), key=str)
     values = dict(zip(_keys(summary), summary["value"]))
+    seeds = dict(zip(_keys(summary), summary["n_seeds"]))
     at: dict[tuple, list[tuple]] = {}
     for k in keys:
         at.setdefault(k[2:], []).append(k)
@@ -379,7 +380,8 @@ def gap_table(summary: pd.DataFrame, per_image: Mapping, variants: Mapping, boun
         m, e, o = per_image[k], per_image[base], per_image[bound]
         common = sorted(set(m.index) & set(e.index) & set(o.index))
         g = rs.gap_closed(*(x.loc[common].to_numpy() for x in (m, e, o)))
-        rows.append([ds, int(scale), proto, metric, method, variant, suite, float(values[k]), len(common), base[1],
+        rows.append([ds, int(scale), proto, metric, method, variant, suite, float(values[k]), len(common),
+                     int(seeds[k]), base[1],
                      bound[0], g.delta.value, g.delta.low, g.delta.high,
                      g.delta.excludes_zero if g.delta.defined else None, g.gap.value, g.gap.low, g.gap.high,
                      g.gap.excludes_zero if g.gap.defined else None, g.closed.value, g.closed.low, g.closed.high])
@@ -459,7 +461,8 @@ def _footnotes(views: Views, ci: bool = False) -> list[str]:
         else:
             line = f"`{meta['method']}` x{meta['scale']} ({v}): checkpoint sha256 {meta['sha256']}"
         if seeds.get(mv):
-            line += f"; one row for its fits with {len(seeds[mv].split(';'))} training seeds ({seeds[mv].replace(';', ', ')})"
+            fits = seeds[mv].split(";")
+            line += f"; one row for its fits with {len(fits)} training seeds ({', '.join(fits)})"
         extra = [n for n in meta["info"].get("notes", []) if n]
         if extra:
             line += "; " + "; ".join(extra)
@@ -498,13 +501,13 @@ def _stats_notes(views: Views, ci: bool) -> list[str]:
                      f"realism by design; LPIPS, which would measure what they optimise, is unavailable "
                      f"({views.metric_notes['lpips']}), so they are shown by {others or 'no metric'} only.")
     if ci:
-        notes.append(f"`±` = half the width of the {boot.describe()}, of the mean over images (of the per-image "
-                     f"mean over seeds for seed rows); `n<{boot.min_images}` = fewer than {boot.min_images} images "
-                     f"(MIN_CI_IMAGES), no interval.")
+        notes.append(f"`±` = half the width of the {boot.percent} interval of the mean over images "
+                     f"({boot.describe()}; for seed rows, of the per-image mean over seeds); "
+                     f"`n<{boot.min_images}` = fewer than {boot.min_images} images (MIN_CI_IMAGES), no interval.")
     if views.versus and (s["diff_vs"] == views.versus).any():
-        notes.append(f"`{SIGNIFICANT}` after a value: the paired {boot.describe()} of its per-image difference to "
-                     f"`{views.versus}` on the same column (images matched by id, only those both have) excludes 0; "
-                     f"no mark with fewer than {boot.min_images} common images.")
+        notes.append(f"`{SIGNIFICANT}` after a value: the {boot.percent} interval of its mean per-image difference to "
+                     f"`{views.versus}` on the same column (images matched by id, only those both have; paired "
+                     f"{boot.describe()}) excludes 0; no mark with fewer than {boot.min_images} common images.")
     if (s["n_seeds"] > 1).any():
         notes.append("`(k seeds)` rows: one method and variant fitted once per training seed (`--fit-seeds`); the "
                      "value is the mean over seeds of each seed's mean over images, `s.d.` the standard deviation "
@@ -515,9 +518,10 @@ def _stats_notes(views: Views, ci: bool) -> list[str]:
         notes.append(f"target-domain tables: per-domain methods on the column of the domain they were fitted to. "
                      f"Δ = method − `{BASELINE}` (a negative Δ is the better one on a ↓ metric); % closed = "
                      f"100·Δ/({bound} − `{BASELINE}`), on the raw differences whichever way the metric points, so "
-                     f"it is the fraction of the way to the upper bound; intervals: paired {boot.describe()}, all "
-                     f"three rows on the same resamples of the images they all have; `gap n.s.` where the "
-                     f"interval of {bound} − `{BASELINE}` includes 0 (no share of it is meaningful).")
+                     f"it is the fraction of the way to the upper bound; [low, high] = {boot.percent} intervals "
+                     f"(paired {boot.describe()}, all three rows on the same resamples of the images they all have); "
+                     f"`gap n.s.` where the interval of {bound} − `{BASELINE}` includes 0 (no share of it is "
+                     f"meaningful); `no bound ({UNDERTRAINED})` where the bound is undertrained on that column.")
     return notes
 
 
@@ -681,16 +685,18 @@ def _gap_body(views: Views, grid: Grid, style: Style) -> tuple[list[str], list[l
     d, few = metric_digits(grid.metric), style.few.format(n=views.boot.min_images)
     bounds = sorted(set(part["bound"]))
     bound = bounds[0] if len(bounds) == 1 else "upper bound"
-    head = ["method", "domain", metric_label(grid.metric), f"Δ vs {BASELINE}", f"% of {BASELINE} → {bound} gap closed"]
+    head = ["method", "domain", metric_label(grid.metric), f"Δ vs {BASELINE}",
+            f"% of {BASELINE} → {bound} gap closed"]
     several = part.groupby("method")["variant"].transform("nunique") > 1
     body = []
     for r, many in zip(part.to_dict("records"), several):
-        label = f"{r['method']} ({r['variant']})" if many else r["method"]
+        inner = ", ".join(([r["variant"]] if many else []) + ([f"{r['n_seeds']} seeds"] if r["n_seeds"] > 1 else []))
+        label = f"{r['method']} ({inner})" if inner else r["method"]
         if pd.isna(r["delta"]):
             delta = closed = style.esc("n/a")
         else:
-            delta = style.esc(f"{r['delta']:+.{d}f}") + (
-                f" {few}" if pd.isna(r["delta_low"]) else style.esc(f" [{r['delta_low']:+.{d}f}, {r['delta_high']:+.{d}f}]"))
+            interval = f" [{r['delta_low']:+.{d}f}, {r['delta_high']:+.{d}f}]"
+            delta = style.esc(f"{r['delta']:+.{d}f}") + (f" {few}" if pd.isna(r["delta_low"]) else style.esc(interval))
             if r["bound_undertrained"]:  # below the baseline there: a "share" of that would read backwards
                 closed = style.esc(f"no bound ({UNDERTRAINED})")
             elif _flag(r["gap_significant"]) and not pd.isna(r["closed_low"]):
@@ -749,8 +755,9 @@ def latex(views: Views, ci: bool = False) -> str:
         parts.append(_latex_table(f"{where} ({esc(grid.protocol)})", head, body, left))
         gap = _gap_body(views, grid, style)
         if gap:
+            head = ["Method", "Domain", *gap[0][2:]]
             parts.append(_latex_table(f"{where} on each method's target domain ({esc(grid.protocol)})",
-                                      [esc(h) for h in gap[0]], gap[1], left=2))
+                                      [esc(h) for h in head], gap[1], left=2))
     notes = _footnotes(views, ci)
     if notes:  # comments: a newline inside a note would end the comment and leak text into the document
         parts.append("% Notes:\n" + "\n".join(f"% {i}. {' '.join(n.split())}" for i, n in enumerate(notes, 1)))
@@ -785,7 +792,7 @@ def runtime_markdown(store: Store) -> str:
 
 def write_all(store: Store, out: str | Path, cells: Iterable[CellKey] | None = None,
               title: str = "UnpairedSR-Bench results", run: str | None = None, *, ci: bool = False,
-              versus: str | None = BICUBIC, boot: Bootstrap = Bootstrap()) -> dict[str, Path]:
+              versus: str | None = BICUBIC, boot: Bootstrap = DEFAULT_BOOTSTRAP) -> dict[str, Path]:
     """summary.csv, results.md, results.tex, results.json (and runtime.md). The intervals and tests
     are always in the CSV and JSON; ``ci`` also prints ``±half-width`` in the Markdown and LaTeX."""
     out = Path(out)
