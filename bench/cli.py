@@ -176,6 +176,24 @@ def add_training(p: argparse.ArgumentParser) -> None:
                    help="also write the losses and monitoring values for TensorBoard (the [tensorboard] extra)")
 
 
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """How results.md and results.tex are rendered (the CSV and JSON always carry the intervals and tests)."""
+    from .stats import MIN_CI_IMAGES
+    from .tables import BICUBIC
+
+    g = p.add_argument_group("tables")
+    g.add_argument("--ci", action="store_true",
+                   help=f"show each value's 95%% bootstrap interval over images as ±half-width (n<{MIN_CI_IMAGES} "
+                        f"below {MIN_CI_IMAGES} images) [off; always in summary.csv and results.json]")
+    g.add_argument("--versus", default=BICUBIC, metavar="METHOD|none",
+                   help="mark values whose paired bootstrap difference to this method's row on the same column "
+                        "excludes 0; 'none' turns the test off [%(default)s]")
+
+
+def _versus(a: argparse.Namespace) -> str | None:
+    return None if str(a.versus).lower() in ("none", "") else a.versus
+
+
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_bench.py",
@@ -210,6 +228,7 @@ def run_parser() -> argparse.ArgumentParser:
                         "edges), cut once and cached under OUT/cache by content, as BasicSR's extract_subimages "
                         "(480 for DIV2K): a patch then decodes a tile, not a 2K image. Changes the fit key [off]")
     add_training(p)
+    add_table_options(p)
     p.add_argument("--metrics", default="psnr,ssim,lpips,niqe", help="comma list [%(default)s]")
     p.add_argument("--protocol", choices=("paper-y", "rgb"), default="paper-y",
                    help="PSNR/SSIM protocol: paper-y = Y of BT.601, crop = scale (RCAN/EDSR/DASR tables); "
@@ -410,7 +429,7 @@ def cmd_run(argv: list[str]) -> int:
     if getattr(a, "config_file", None):
         runner.config_file = a.config_file  # its text goes into the run's provenance
     code = runner.run()
-    paths = write_all(runner.store, spec.out, runner.planned or None)
+    paths = write_all(runner.store, spec.out, runner.planned or None, ci=a.ci, versus=_versus(a))
     runner.store.close()
     print(f"tables: {', '.join(str(p) for p in paths.values())}")
     print(f"done in {time.perf_counter() - t0:.1f}s")
@@ -567,10 +586,11 @@ def cmd_tables(argv: list[str]) -> int:
                    help="render only the cells written by this run (run ids are listed in results.json)")
     p.add_argument("--to", default=None, metavar="DIR",
                    help="write the tables here instead of --out (for a store on read-only media)")
+    add_table_options(p)
     p.add_argument("--debug", action="store_true")
     a = p.parse_args(argv)
     from .store import Store, writable
-    from .tables import rendered_line, summarize, write_all
+    from .tables import BICUBIC, rendered_line, summarize, write_all
 
     db = Path(a.out) / "results.sqlite"
     if not db.exists():
@@ -585,8 +605,14 @@ def cmd_tables(argv: list[str]) -> int:
         from .adapter import unknown_name
 
         raise BenchError(unknown_name("run", a.run, runs))
-    paths = write_all(store, dest, run=a.run)
-    print(f"rendered {rendered_line(summarize(store, run=a.run))}")
+    versus = _versus(a)
+    stored = sorted({c["method"] for c in store.cells()})
+    if versus and versus not in stored and versus != BICUBIC:
+        from .adapter import unknown_name
+
+        raise BenchError(unknown_name("--versus method", versus, stored) + "; or pass --versus none")
+    paths = write_all(store, dest, run=a.run, ci=a.ci, versus=versus)
+    print(f"rendered {rendered_line(summarize(store, run=a.run, versus=None))}")
     for path in paths.values():
         print(path)
     return 0
