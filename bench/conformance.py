@@ -188,6 +188,22 @@ def check_adapter(target: str | type[Method], scale: int = 4, profile: str = "sm
 
     record("checkpoint save/load round-trip", roundtrip)
 
+    warm = m.warm_start() if cls.info.learned else None
+    if warm is not None:
+        def warm_start() -> str | None:
+            net = warm.build()
+            out = net(lr[:1])
+            if tuple(out.shape) != (1, 3, 21 * scale, 27 * scale):
+                return f"warm_start().build() maps {tuple(lr[:1].shape)} to {tuple(out.shape)}; it must be an x{scale} SR net"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "warm.pt"
+                torch.save(net.state_dict(), path)
+                cls(scale, profile=profile, device=device).load_init(path)
+            return None
+
+        record("declared warm start: its network is x{scale} SR and load_init takes its state dict".format(scale=scale),
+               warm_start)
+
     if isinstance(m, DegradationModel):
         hr = torch.from_numpy(np.stack(_rng_images(2, 8 * scale, 6 * scale, 11))).permute(0, 3, 1, 2).contiguous()
 

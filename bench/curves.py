@@ -126,7 +126,8 @@ def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fideli
     data = meta["data"]
     if data.ids & test_ids:
         raise BenchError(f"training data for {job.method} contains test images")
-    method = cls(job.scale, profile=spec.profile, device=runner.device)
+    method = runner.build(job.method, job.scale)
+    started = runner.start_fit(method, meta)  # the main run's start: --init or the shared warm start
     base = meta["budget"]
     budget = dataclasses.replace(base, iterations=max(1, round(base.iterations * job.factor)))
     lrs = {s: [runner.lr_for(ds, it, s, job.scale) for it in items] for s in job.suites}
@@ -173,6 +174,7 @@ def run_curve(runner, job: CurveJob, points: int, draws: int, store_rows, fideli
                + f", {job.factor:g}x budget ({budget.describe()}), {points} points")
     with probing(TrainingProbe(probe_steps(budget.iterations, points), evaluate)) as probe:
         report = method.fit(fit_input(job.method, data), budget)
+    report.notes[:0] = started
     fit_clock[0] += time.perf_counter() - last[0]
     if probe.steps != budget.iterations:
         runner.log(f"  note: {job.method} ran {probe.steps} probed steps for a budget of {budget.iterations}")

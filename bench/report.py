@@ -76,6 +76,9 @@ def provenance_lines(runs: Sequence[Mapping]) -> list[str]:
 def training_text(meta: Mapping) -> str:
     """", fitted to …" for a fit's footnote: the pools it saw, with counts and manifests."""
     t = dict((meta.get("info") or {}).get("training") or {})
+    t.pop("seed_group", None)  # for the tables' seed rows, not for readers
+    if "fit_seed" in t:
+        t["fit seed"] = t.pop("fit_seed")
     # what the fit is *to* first (its target, the oracle's pairs or degradation), then its source
     lead = next((t.pop(k) for k in ("target", "pairs", "degradation") if k in t), None)
     rest = [f"{role}: {desc}" for role, desc in t.items()]

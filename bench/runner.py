@@ -500,16 +500,8 @@ class Runner:
                 self.log(f"fitting {name} x{model.method.scale}"
                          + (f" on domain {model.domain}" if model.domain else "") + f" ({meta['budget'].describe()}"
                          + (f", {w.size} ranks" if w.size > 1 else "") + ")")
+            started = self.start_fit(model.method, meta)  # a warm start's own time is in its note
             t0 = time.perf_counter()
-            started = []
-            if meta.get("init"):  # the recipe's starting point, loaded through the method's key maps
-                model.method.load_init(meta["init"])
-                started.append(f"started from {Path(meta['init']).name} (sha256 {sha256_file(meta['init'])[:12]})")
-            elif meta.get("warm"):  # the same path, from the shared warm start of this network
-                warm = self.warm_file(meta["warm"], meta["warm_key"], self.warm_data(data, model.method.scale),
-                                      model.method.scale)
-                model.method.load_init(warm.path)
-                started.append(warm.note(itself=meta["budget"].iterations == 0))
             with loading(model.method.context.loader_workers), loop_options(self.loop_options(model, meta)):
                 report = model.method.fit(fit_input(name, data), meta["budget"])
             report.notes[:0] = started
@@ -530,6 +522,20 @@ class Runner:
         model.wall_s = rep.get("fit_wall_s")
         model.notes = list(dict.fromkeys(rep.get("notes", [])))
         model.sha256 = sha256_file(ckpt)
+
+    def start_fit(self, method: Method, meta: dict) -> list[str]:
+        """Load a fit's starting point into ``method`` before ``fit``: the ``--init`` file, or
+        the shared warm start of its network (trained now if the cache lacks it), through
+        the method's ``load_init`` key maps. Returns the footnote notes."""
+        if meta.get("init"):  # the recipe's own file
+            method.load_init(meta["init"])
+            return [f"started from {Path(meta['init']).name} (sha256 {sha256_file(meta['init'])[:12]})"]
+        if meta.get("warm"):
+            warm = self.warm_file(meta["warm"], meta["warm_key"], self.warm_data(meta["data"], method.scale),
+                                  method.scale)
+            method.load_init(warm.path)
+            return [warm.note(itself=meta["budget"].iterations == 0)]
+        return []
 
     def warm_file(self, warm, key: str, data: TrainingData, scale: int):
         """The trained warm start of ``key``: from the cache, or trained now (once: the

@@ -127,7 +127,8 @@ class WarmFile:
         """The footnote: ``itself`` for a fit that trains no further (``edsr-bicubic``)."""
         a = self.about
         return (f"{'is' if itself else 'started from'} the shared warm start {a['label']} (L1 on bicubic pairs of "
-                f"the source pool, {a['budget']}, key {self.key[:12]}; trained once for every method with this key)")
+                f"the source pool, {a['budget']}, {a['wall_s']:.0f}s, key {self.key[:12]}; trained once for every "
+                "method with this key)")
 
 
 def cached(folder: Path, key: str) -> WarmFile | None:
