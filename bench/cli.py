@@ -204,7 +204,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--suites", default=None,
                    help="degradation suites: family names (bicubic, dasr-iso, dasr-aniso, gaussian8, manet-si, aniso, "
                         "noise, jpeg, mixed, realistic) or canonical names like 'aniso:k=5', separated by ';' "
-                        "(see --list suites). Default on the embedded data: bicubic, aniso, noise, jpeg and the "
+                        "(see --list suites). Default on the embedded data: bicubic, aniso, manet-si:k=5,noise=0, noise, jpeg and the "
                         "target domain mixed")
     p.add_argument("--suite-file", default=None, help="TOML file declaring extra suites")
     p.add_argument("--source", default=None, metavar="NAME|NAME=PATH[,...]",

@@ -55,7 +55,10 @@ from .train import TRAIN_CODE_VERSION, LoopOptions, loading, loop_options, preci
 
 #: Suites run on the embedded default (issue 3): methods fitted per scale or not at all
 #: get every synthetic family; methods fitted per domain get the target domain only.
-DEFAULT_SUITES = ("bicubic", "aniso", "noise", "jpeg", "mixed")
+#: the default columns: bicubic, the three Table-3 kernels (the home of the blind methods
+#: trained on blur + bicubic), one MANet s-fold kernel (CDSR's training degradation: without
+#: it the default table shows CDSR only far outside it), noise, JPEG and the target domain
+DEFAULT_SUITES = ("bicubic", "aniso", "manet-si:k=5,noise=0", "noise", "jpeg", "mixed")
 DEFAULT_TARGET = "mixed"
 GIVEN = "given"  # the dataset's own LR images (real-world and LR-only sets)
 #: layouts scored on their own LR files (real captures, or kernels we cannot resynthesise)
@@ -375,19 +378,21 @@ class Runner:
             switches = self.training_switches()
             init = dict(self.spec.init).get(name)
             warm = None if init else probe.warm_start()  # --init replaces the shared warm start
-            warm_key = warm.key(scale, self.warm_data(data, scale), switches.values()) if warm else ""
+            base = self.training_data(cls, scale, domain, test_ids)  # fit seed 0's
 
-            def fit_key(fingerprint: str, seed: int) -> str:
+            def fit_key(data: TrainingData, seed: int) -> tuple[str, str]:
+                """(fit key, warm-start key) of the fit of ``data`` with fit seed ``seed``."""
+                warm_key = warm.key(scale, self.warm_data(data, scale), switches.values()) if warm else ""
                 return hashlib.sha256("|".join([
-                    name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), fingerprint,
+                    name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
                     TRAIN_CODE_VERSION, __version__, method_fingerprint(cls), self.spec.precision, *switches.values(),
                     *self.fit_files(cls, name), *([f"warm:{warm_key}"] if warm else []),
                     *([f"fit-seed:{seed}"] if seed else []),
-                ]).encode()).hexdigest()
+                ]).encode()).hexdigest(), warm_key
 
-            key = fit_key(data.fingerprint(), fit_seed)
-            # what the seeds of one --fit-seeds run share: the key without the seed's draws
-            group = fit_key(self.training_data(cls, scale, domain, test_ids).fingerprint(), 0)
+            key, warm_key = fit_key(data, fit_seed)
+            # what the seeds of one --fit-seeds run share: seed 0's key
+            group = fit_key(base, 0)[0]
             training = {**self.plan.describe(data), **switches}
             if len(self.spec.fit_seeds) > 1:
                 training.update(fit_seed=fit_seed, seed_group=group[:16])

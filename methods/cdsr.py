@@ -405,7 +405,7 @@ class CDSRMethod(Method):
         title="Joint Learning Content and Degradation Aware Feature for Blind Super-Resolution",
         citation="Zhou, Lin, Luo, Liu, Tai, Wang, Chen. ACM Multimedia 2022 (arXiv 2208.13436)",
         family="blind-synthetic",
-        home_suites=("aniso",),
+        home_suites=("manet-si",),  # trained on MANet-style s-fold kernels; bicubic-downscaled LR is far outside
         scales=(2, 3, 4),
         code_url="https://github.com/ZhouYiiFeng/CDSR",
         checkpoints=(
