@@ -126,8 +126,9 @@ class MethodInfo:
     #: "ESRGAN-FS: RRDB_ESRGAN_x4.pth (train_SDSR.yml pretrain_model_G)"); "" = from scratch.
     #: ``--init NAME=PATH`` supplies such a file (``Method.load_init``).
     init_from: str = ""
-    #: the SR network's training objective (OBJECTIVES); a variant may override it
-    objective: str = "psnr"
+    #: the SR network's training objective (OBJECTIVES; None: "psnr" for a learned method,
+    #: "" for a classical one); a variant may override it
+    objective: str | None = None
     #: suite-name prefixes a per-scale method is judged on (its training degradations,
     #: e.g. ("aniso",)); a per-domain method's home is the domain it was fitted to
     home_suites: tuple[str, ...] = ()
@@ -135,6 +136,8 @@ class MethodInfo:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"MethodInfo.family must be one of {FAMILIES}, got {self.family!r}")
+        if self.objective is None:
+            object.__setattr__(self, "objective", "" if self.family == "classical" else "psnr")
         if self.objective not in OBJECTIVES or (self.objective == "") != (self.family == "classical"):
             raise ValueError(f"MethodInfo.objective must be one of 'psnr', 'perceptual' (learned methods) or '' "
                              f"(classical ones), got {self.objective!r} for a {self.family} method")

@@ -699,12 +699,14 @@ def _gap_body(views: Views, grid: Grid, style: Style) -> tuple[list[str], list[l
             delta = style.esc(f"{r['delta']:+.{d}f}") + (f" {few}" if pd.isna(r["delta_low"]) else style.esc(interval))
             if r["bound_undertrained"]:  # below the baseline there: a "share" of that would read backwards
                 closed = style.esc(f"no bound ({UNDERTRAINED})")
-            elif _flag(r["gap_significant"]) and not pd.isna(r["closed_low"]):
-                closed = style.esc(f"{r['closed']:.0f}% [{r['closed_low']:.0f}, {r['closed_high']:.0f}]")
-            elif r["gap_significant"] is None or pd.isna(r["closed_low"]):
+            elif r["gap_significant"] is None or pd.isna(r["gap_low"]):
                 closed = few  # too few common images to tell whether there is a gap at all
-            else:
+            elif not _flag(r["gap_significant"]):
                 closed = style.esc("gap n.s.")
+            elif pd.isna(r["closed_low"]):
+                closed = few
+            else:
+                closed = style.esc(f"{r['closed']:.0f}% [{r['closed_low']:.0f}, {r['closed_high']:.0f}]")
         body.append([style.esc(label), style.esc(r["domain"]), style.esc(_fmt(grid.metric, r["value"])), delta,
                      closed])
     return head, body

@@ -15,7 +15,6 @@ class Bicubic(Method):
         title="Bicubic interpolation (MATLAB imresize)",
         citation="Keys, Cubic convolution interpolation for digital image processing, IEEE TASSP 1981",
         family="classical",
-        objective="",
         scales=(2, 3, 4, 8),
         notes=("MATLAB imresize bicubic (a = -0.5); identical to the LR/SR rows of RCAN/EDSR tables.",),
     )

@@ -64,8 +64,11 @@ def test_sigkill_mid_stage_and_at_boundaries_resumes_bit_exact(tmp_path):
     work = tmp_path / "work"
     # (fit-step occurrence that SIGKILLs the run, --save-every, the resume line the NEXT run must print)
     # fit-steps count the steps each process runs, fssr's then dasr-wang's
+    from bench.warmstart import WARM_BUDGETS
+
+    warm = WARM_BUDGETS["smoke"].iterations  # the first process trains fssr's warm start first (then it is cached)
     kills = [
-        (mid_dsgan, 1, f"fit fssr x4: resumed from iteration {mid_dsgan - 1} of {N} (stage DSGAN"),
+        (warm + mid_dsgan, 1, f"fit fssr x4: resumed from iteration {mid_dsgan - 1} of {N} (stage DSGAN"),
         # from mid_dsgan - 1, one step past the boundary; only boundaries saved
         (n_dsgan - (mid_dsgan - 1) + 2, 0, f"fit fssr x4: resumed from iteration {n_dsgan} of {N} (stage ESRGAN-FS "
                                            "iteration 0"),
@@ -163,8 +166,9 @@ def test_bf16_channels_last_fit_and_tensorboard(tmp_path):
     pytest.importorskip("torch.utils.tensorboard")
     from bench.cli import main
 
+    # (edsr-bicubic is its warm start; --iterations trains it further, through the fit loop)
     assert main(["fit", "--methods", "edsr-bicubic", "--profile", "smoke", "--device", "cpu", "--amp", "bf16",
-                 "--channels-last", "--val-every", "2", "--tensorboard", "--out", str(tmp_path)]) == 0
+                 "--iterations", "4", "--channels-last", "--val-every", "2", "--tensorboard", "--out", str(tmp_path)]) == 0
     (folder,) = [f for f in (tmp_path / "cache" / "fits").iterdir() if f.is_dir()]
     rep = json.loads((folder / "fit.json").read_text())
     assert rep["train_precision"] == "bf16 autocast" and rep["memory_format"] == "channels_last"
