@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Each warm-started method's fit next to its own shared warm start, on the cells the run
-scores (by default the perceptual methods, which trade PSNR for realism from the warm
-start on: their PSNR is compared with their own start, not with bicubic).
+"""Each warm-started method's fit next to its own shared warm start (the network alone, as
+trained on bicubic pairs), on the method's home cells of a finished run: its target domain
+for per-domain methods, its ``home_suites`` for per-scale ones. Perceptual methods trade
+PSNR for realism from that start on, so their PSNR is read against their own start.
 
 Reads the fits and warm starts of a finished run from its ``--out`` (nothing is trained
 when they are cached) and prints a Markdown table; ``--json`` writes the numbers.
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -27,11 +29,30 @@ from bench.metrics import create_metric  # noqa: E402
 from bench.runner import Runner, RunSpec, score_cell  # noqa: E402
 
 
+class WarmNet:
+    """The warm start's network on its own, with the ``upscale`` the runner scores."""
+
+    def __init__(self, spec, path: Path, name: str, scale: int):
+        import torch
+
+        self.net = spec.build()
+        self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.net.eval()
+        self.info = SimpleNamespace(name=f"{name} warm start")
+        self.scale = scale
+
+    def upscale(self, x):
+        import torch
+
+        with torch.no_grad():
+            return self.net(x).clamp(0, 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results", help="the run's output folder [%(default)s]")
     ap.add_argument("--methods", default="all", help="comma list, or all [%(default)s]")
-    ap.add_argument("--objective", default="perceptual", choices=("perceptual", "psnr", "any"),
+    ap.add_argument("--objective", default="any", choices=("perceptual", "psnr", "any"),
                     help="which warm-started methods to show [%(default)s]")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--metrics", default="psnr,niqe")
@@ -52,9 +73,11 @@ def main() -> int:
         variant, meta = r.variant_for(c.method, c.scale, c.domain, r.test_ids)
         if not meta.get("warm"):
             continue
+        home = cls.info.home_suites
+        if c.suite != (c.domain or c.suite) or (not c.domain and not c.suite.startswith(tuple(home) or ("\0",))):
+            continue  # not one of the method's home cells
         warm = r.warm_file(meta["warm"], meta["warm_key"], r.warm_data(meta["data"], c.scale), c.scale)
-        start = r.build(c.method, c.scale)
-        start.load_init(warm.path)
+        start = WarmNet(meta["warm"], warm.path, c.method, c.scale)
         fitted = r.model_for(c.method, c.scale, c.domain, r.test_ids).method
         items = ds.items_at(c.scale)
         refs = [r.hr_for(ds, item, c.scale) for item in items]
