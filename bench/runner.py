@@ -279,7 +279,7 @@ class Runner:
         self.failures: list[str] = []
         self.not_fitted: list[str] = []
         self.config_file: str | None = None  # the --config file, when the run came from one
-        self._models: dict[tuple[str, int, str], Model] = {}
+        self._models: dict[tuple[str, int, str, int], Model] = {}
         self._variants: dict[tuple[str, int, str, int], tuple[str, dict]] = {}
         self._hr_cache: dict[tuple[str, str, int], object] = {}
         self._digests: dict[str, str] = {}

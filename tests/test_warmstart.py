@@ -127,3 +127,8 @@ def test_fit_seeds_fit_each_learned_method_once_per_seed(tmp_path):
     assert len([k for k in r.planned if k.method == "bicubic"]) == 1  # classical methods are not repeated
     s0, s1 = (r.model_for("oracle", 4, "mixed", r.test_ids, f).method.net.state_dict() for f in (0, 1))
     assert any(not (s0[k] == s1[k]).all() for k in s0)  # the seeds are different networks
+    from bench.tables import write_all
+
+    write_all(r.store, tmp_path, r.planned)
+    md = (tmp_path / "results.md").read_text()
+    assert "oracle (2 seeds)" in md and "(s.d. " in md  # one row: the mean over seeds and their spread
