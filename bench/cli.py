@@ -343,7 +343,7 @@ def do_list(what: str) -> int:
     from tabulate import tabulate
 
     if what == "methods":
-        from .adapter import REGISTRY
+        from .adapter import REGISTRY, objective_of
 
         rows = []
         for c in REGISTRY.all():
@@ -351,12 +351,15 @@ def do_list(what: str) -> int:
             default = c.variants.get("")
             files = lambda v: f" [release: {', '.join(v.checkpoints)}]" if v.checkpoints else ""  # noqa: E731
             start = (c.info.init_from or "scratch") if c.info.learned else ""
-            rows.append((c.info.name, c.info.family, scales,
+            rows.append((c.info.name, c.info.family, objective_of(c.info.name), scales,
                          c.info.title + (f" — default: {default.about}{files(default)}" if default else ""), start))
-            rows += [(f"{c.info.name}.{v.tag}", c.info.family, scales, f"variant: {v.about}{files(v)}", "")
-                     for v in c.variants.values() if v.tag]
-        print(tabulate(rows, headers=["method", "family", "scales", "title", "official recipe starts from"],
-                       tablefmt="github"))
+            rows += [(f"{c.info.name}.{v.tag}", c.info.family, objective_of(f"{c.info.name}.{v.tag}"), scales,
+                      f"variant: {v.about}{files(v)}", "") for v in c.variants.values() if v.tag]
+        print(tabulate(rows, headers=["method", "family", "objective", "scales", "title",
+                                      "official recipe starts from"], tablefmt="github"))
+        print("\nWhere the recipe starts from a pretrained network and no --init file is given, the fit starts "
+              "from the shared warm start of that network (L1 on bicubic pairs of the source pool, trained once "
+              "per key).")
     elif what == "suites":
         from .degrade import list_families
 

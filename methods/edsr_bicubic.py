@@ -97,6 +97,7 @@ class EDSRBicubic(EDSRTrained):
         scales=(2, 3, 4),
         code_url="https://github.com/sanghyun-son/EDSR-PyTorch",
         notes=("Trained here on bicubic (MATLAB) pairs of the source HR pool; the non-blind reference.",),
+        init_from="scratch: it is the shared EDSR warm start of its width (bench/warmstart.py)",
     )
     pair_draws = 1  # bicubic is deterministic: one LR per image
     #: its training is the warm start's (bench.warmstart.WARM_BUDGETS); ``--iterations N``

@@ -16,6 +16,8 @@ class Oracle(EDSRTrained):
         family="baseline",
         scales=(2, 3, 4),
         upper_bound=True,
+        # not an official recipe: the harness's bound for its architecture, from the same start
+        init_from="edsr-bicubic's network (the shared EDSR warm start), fine-tuned on true pairs",
         notes=("Receives TrainingData.degradation (synthetic domains) or a real set's train pairs (RealSR, DRealSR), which "
                "no other method gets: an upper bound, not a competitor.",),
     )
