@@ -380,8 +380,8 @@ class Runner:
             warm = None if init else probe.warm_start()  # --init replaces the shared warm start
             base = self.training_data(cls, scale, domain, test_ids)  # fit seed 0's
 
-            def fit_key(data: TrainingData, seed: int) -> tuple[str, str]:
-                """(fit key, warm-start key) of the fit of ``data`` with fit seed ``seed``."""
+            def fit_key(data: TrainingData, seed: int, warm) -> tuple[str, str]:
+                """(fit key, warm-start key) of the fit of ``data`` with fit seed ``seed``, from ``warm``."""
                 warm_key = warm.key(scale, self.warm_data(data, scale), switches.values()) if warm else ""
                 return hashlib.sha256("|".join([
                     name, self.spec.profile, probe.extra_fingerprint(), str(scale), budget.key(), data.fingerprint(),
@@ -390,9 +390,9 @@ class Runner:
                     *([f"fit-seed:{seed}"] if seed else []),
                 ]).encode()).hexdigest(), warm_key
 
-            key, warm_key = fit_key(data, fit_seed)
+            key, warm_key = fit_key(data, fit_seed, warm)
             # what the seeds of one --fit-seeds run share: seed 0's key
-            group = fit_key(base, 0)[0]
+            group = key if not fit_seed else fit_key(base, 0, warm and self.build(name, scale, "cpu").warm_start())[0]
             training = {**self.plan.describe(data), **switches}
             if len(self.spec.fit_seeds) > 1:
                 training.update(fit_seed=fit_seed, seed_group=group[:16])

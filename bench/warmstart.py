@@ -11,8 +11,8 @@ and width (``arch``), the value range, the scale, the budget and the source pool
 content, so the quick EDSRs of ``edsr-bicubic`` (48 features, [0,1]) and ``pdm`` (its own
 width, 0..255) are two warm starts, and ``edsr-bicubic``/``oracle`` share one.
 
-A fit seed (``--fit-seeds``) moves the warm start too: its initial weights (``build``
-is seeded from the fit seed) and its patch draws (the fit's data seed); the source pool
+A fit seed (``--fit-seeds``) moves the warm start too: its initial weights (``seed``
+is the method's ``init_seed``) and its patch draws (the fit's data seed); the source pool
 itself is the run's. So every seed of a method is a whole recipe run, start included.
 """
 from __future__ import annotations
@@ -52,20 +52,28 @@ class WarmStart:
     """One starting network: what it is (``arch``, e.g. ``"EDSR-baseline nb8 nf48"``;
     every width and depth that changes its weights), the pixel range it computes in
     (``value_range``: 1.0, or 255.0 for EDSR-PyTorch-style networks that scale [0,1]
-    inputs to 0..255 inside, with their mean shift), how long it trains, and ``build``
-    (not part of the key: a fresh, seeded network that takes and returns [0,1] images and
-    whose ``state_dict`` the method's ``load_init`` accepts)."""
+    inputs to 0..255 inside, with their mean shift), how long it trains, the seed of its
+    initial weights (``Method.init_seed``: part of the key, since two methods may draw one
+    architecture from different seeds) and ``make`` (not part of the key: a fresh network
+    that takes and returns [0,1] images and whose ``state_dict`` the method's ``load_init``
+    accepts; :meth:`build` draws its weights from ``seed``)."""
 
     arch: str
     value_range: float
     budget: Budget
-    build: Callable[[], nn.Module] = field(compare=False, repr=False)
+    seed: int
+    make: Callable[[], nn.Module] = field(compare=False, repr=False)
+
+    def build(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):  # no change to the global RNG
+            torch.manual_seed(self.seed)
+            return self.make()
 
     def key(self, scale: int, data: TrainingData, switches: Iterable[str] = ()) -> str:
         """Everything the trained network depends on: ``data``'s source pool content and seed,
         and the training switches (precision, memory format) the fit runs with."""
         return hashlib.sha256("|".join([
-            self.arch, f"{self.value_range:g}", f"x{scale}", self.budget.key(), f"seed{data.seed}",
+            self.arch, f"{self.value_range:g}", f"x{scale}", self.budget.key(), f"init{self.seed}", f"seed{data.seed}",
             f"{len(data.source_hr)}:{data.source_hr.manifest()}", WARM_CODE_VERSION, *switches,
         ]).encode()).hexdigest()
 

@@ -31,7 +31,7 @@ from bench.resume import TrainState
 from bench.train import run_training, torch_generator
 from bench.warmstart import WarmStart, warm_budget
 
-from ._blocks import default_conv, seeded
+from ._blocks import default_conv
 from ._stages import Recipe
 from .dasr_wang import RGB_RANGE, DegradationEncoder, DegradationSpec, PairSampler, degrade_to_255, uniform
 
@@ -465,8 +465,8 @@ class DAA(Method):
         a, scale = self.arch, self.scale
         return WarmStart(f"IMDN nf{a['nf']} m{a['num_modules']} (DAA's G, adapters off)", 1.0,
                          warm_budget(self.context.profile),
-                         build=lambda: seeded(self.init_seed(), lambda: BicubicIMDN(
-                             scale, a["nf"], a["num_modules"], rep_dim=4 * a["enc_width"])))
+                         seed=self.init_seed(), make=lambda: BicubicIMDN(
+                             scale, a["nf"], a["num_modules"], rep_dim=4 * a["enc_width"]))
 
     def load_init(self, path: str | Path) -> None:
         """``--init daa=IMDN_x4.pth``: the recipe's start of G's backbone (the constructor reads

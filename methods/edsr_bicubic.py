@@ -14,7 +14,7 @@ import torch
 from bench.adapter import Budget, FitReport, Method, MethodInfo, TrainingData, register_method, MethodContext
 from bench.warmstart import WarmStart, train_on_pairs, warm_budget
 
-from ._blocks import EDSR, seeded
+from ._blocks import EDSR
 
 #: (n_resblocks, n_feats) per profile; paper = EDSR-baseline (Lim et al. 2017).
 ARCH = {"smoke": (2, 16), "quick": (8, 48), "paper": (16, 64)}
@@ -72,7 +72,7 @@ class EDSRTrained(Method):
         ``edsr-bicubic`` is that network itself; the ``oracle`` starts from it."""
         nb, nf, scale = self.n_resblocks, self.n_feats, self.scale
         return WarmStart(f"EDSR-baseline nb{nb} nf{nf}", 1.0, warm_budget(self.context.profile),
-                         build=lambda: seeded(self.init_seed(), lambda: EDSR(scale, nb, nf, rgb_range=1.0)))
+                         seed=self.init_seed(), make=lambda: EDSR(scale, nb, nf, rgb_range=1.0))
 
     def fit(self, data: TrainingData, budget: Budget) -> FitReport:
         return train_on_pairs(self.net, self.make_pairs(data), self.scale, budget, seed=data.seed,

@@ -181,7 +181,7 @@ class FSSR(DegradationSRMethod):
         stage is the PSNR-trained RRDBNet): here the shared PSNR warm start of this RRDBNet."""
         a = self.arch
         return WarmStart(f"RRDBNet nf{a.nf} nb{a.nb} gc{a.gc}", 1.0, warm_budget(self.context.profile),
-                         build=lambda: seeded(self.init_seed(1), lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN)))
+                         seed=self.init_seed(1), make=lambda: RRDBNet(3, 3, a.nf, a.nb, a.gc, keys=ESRGAN))
 
     def load_init(self, path: str | Path) -> None:
         """``--init fssr=RRDB_ESRGAN_x4.pth``: the recipe's start of ESRGAN-FS (its

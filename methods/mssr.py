@@ -32,7 +32,7 @@ from bench.resume import TrainState
 from bench.train import adam, gan_loss, PatchSampler, PerceptualLoss, run_stages, set_requires_grad, Stage, torch_generator, VGG19_FILE
 from bench.warmstart import WarmStart, warm_budget
 
-from ._blocks import PReLUResBlock, seeded
+from ._blocks import PReLUResBlock
 from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 from ._unpaired import FSDNet
@@ -624,8 +624,8 @@ class MSSR(Method, DegradationModel):
         a, scale = self.arch, self.scale
         return WarmStart(f"RRDBNet nf{a['rrdb_nf']} nb{a['rrdb_nb']} gc{a['rrdb_gc']}", 1.0,
                          warm_budget(self.context.profile),
-                         build=lambda: seeded(self.init_seed(), lambda: RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"],
-                                                                              a["rrdb_gc"], scale=scale)))
+                         seed=self.init_seed(), make=lambda: RRDBNet(3, 3, a["rrdb_nf"], a["rrdb_nb"],
+                                                                              a["rrdb_gc"], scale=scale))
 
     def load_init(self, path: str | Path) -> None:
         """``--init mssr=ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth``: the recipe's start of

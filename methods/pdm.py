@@ -30,7 +30,7 @@ from bench.train import adam, PatchSampler, PerceptualLoss, run_stages, set_requ
 
 from bench.warmstart import WarmStart, warm_budget
 
-from ._blocks import EDSR, seeded
+from ._blocks import EDSR
 from ._esrgan import RRDBNet, rrdb_state
 from ._stages import split_iterations
 
@@ -582,13 +582,13 @@ class PDM(Method, DegradationModel):
         if self.sr_kind == "edsr":
             return WarmStart(f"EDSR-baseline nb{a['n_blocks']} nf{a['n_feats']} (PDM: trainable mean shift)", 255.0,
                              warm_budget(self.context.profile),
-                             build=lambda: seeded(self.init_seed(), lambda: EDSR01(
+                             seed=self.init_seed(), make=lambda: EDSR01(
                                  scale, a["n_blocks"], a["n_feats"], res_scale=1.0, rgb_range=255.0,
-                                 trainable_mean=True)))
+                                 trainable_mean=True))
         return WarmStart(f"RRDBNet nf{a['n_feats']} nb{a['n_blocks']} gc{a['grow']}", 1.0,
                          warm_budget(self.context.profile),
-                         build=lambda: seeded(self.init_seed(), lambda: RRDBNet(3, 3, a["n_feats"], a["n_blocks"],
-                                                                              a["grow"], scale=scale)))
+                         seed=self.init_seed(), make=lambda: RRDBNet(3, 3, a["n_feats"], a["n_blocks"],
+                                                                              a["grow"], scale=scale))
 
     def load_init(self, path: str | Path) -> None:
         """``--init pdm=edsr_baseline_x4-new.pt`` (``--init pdm.rrdb=BSRGAN.pth``): the recipe's

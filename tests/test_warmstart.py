@@ -132,3 +132,15 @@ def test_fit_seeds_fit_each_learned_method_once_per_seed(tmp_path):
     write_all(r.store, tmp_path, r.planned)
     md = (tmp_path / "results.md").read_text()
     assert "oracle (2 seeds)" in md and "(s.d. " in md  # one row: the mean over seeds and their spread
+
+
+def test_two_initial_weight_seeds_of_one_architecture_are_two_warm_starts(tmp_path):
+    """fssr draws its RRDBNet from init seed 1, mssr and pdm.rrdb from 0: same arch, different nets."""
+    from bench.adapter import Budget, TrainingData
+    from bench.warmstart import WarmStart
+
+    data = TrainingData(scale=4, source_hr=[np.zeros((32, 32, 3), np.float32)])
+    a, b = (WarmStart("net", 1.0, Budget(1, 1, 8), seed=s, make=lambda: __import__("torch").nn.Conv2d(3, 3, 1))
+            for s in (0, 1))
+    assert a.key(4, data) != b.key(4, data)
+    assert not (a.build().weight == b.build().weight).all() and (a.build().weight == a.build().weight).all()
