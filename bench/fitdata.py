@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from .adapter import BenchError, MethodInfo, TrainingData
+from .adapter import PROFILE_SPECS, BenchError, MethodInfo, TrainingData
 from .pools import ArrayPool, DerivedPool, ImagePool, SubsetPool
 
 NO_TARGET = "none"
@@ -191,7 +191,7 @@ class TrainingPlan:
             if self.procedural:
                 from .data import training_pool
 
-                n_src, n_tgt, size = PROCEDURAL[self.profile]
+                n_src, n_tgt, size = PROCEDURAL[PROFILE_SPECS[self.profile].base]  # gpu: the quick pool
                 src = training_pool(n_src, size, self.seed, "source")
                 tgt = training_pool(n_tgt, size, self.seed, "target")
                 self._source = ArrayPool([a for _, a in src], [i for i, _ in src], name=f"{PROCEDURAL_NAME} source")

@@ -100,13 +100,19 @@ def test_warm_start_key_enters_the_fit_key_and_init_replaces_it(tmp_path):
         "quick"].iterations
 
 
-def test_gpu_profile_runs_the_quick_networks_longer_and_is_the_cuda_default(monkeypatch):
+def test_gpu_profile_runs_the_quick_networks_longer_and_is_the_cuda_default(monkeypatch, tmp_path):
     from bench import cli, runner
     from bench.adapter import MethodContext, create_method
 
     gpu, quick = (create_method("oracle", 4, MethodContext(profile=p)) for p in ("gpu", "quick"))
     assert gpu.profile == "quick" and gpu.n_feats == quick.n_feats
     assert gpu.default_budget().iterations == 4 * quick.default_budget().iterations
+    # a whole run plans at the gpu profile: the quick pools, 4x the iterations, gpu in the label and key
+    r = runner.Runner(runner.RunSpec(methods=("oracle",), profile="gpu", device="cpu", out=str(tmp_path)))
+    r.prepare([])
+    label, meta = r.variant_for("oracle", 4, "mixed", frozenset())
+    assert label.startswith("gpu:fit-") and meta["budget"].iterations == 4 * quick.default_budget().iterations
+    assert len(meta["data"].source_hr) == 32  # the quick procedural pool
     assert cli.default_profile(None, "cpu") == "quick"
     monkeypatch.setattr(runner, "resolve_device", lambda name: "cuda")
     assert cli.default_profile(None, "auto") == "gpu" and cli.default_profile("paper", "auto") == "paper"
