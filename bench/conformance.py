@@ -201,8 +201,7 @@ def check_adapter(target: str | type[Method], scale: int = 4, profile: str = "sm
                 cls(scale, profile=profile, device=device).load_init(path)
             return None
 
-        record("declared warm start: its network is x{scale} SR and load_init takes its state dict".format(scale=scale),
-               warm_start)
+        record(f"declared warm start: its network is x{scale} SR and load_init takes its state dict", warm_start)
 
     if isinstance(m, DegradationModel):
         hr = torch.from_numpy(np.stack(_rng_images(2, 8 * scale, 6 * scale, 11))).permute(0, 3, 1, 2).contiguous()

@@ -142,6 +142,16 @@ def synthesized(pool: ImagePool, suite, scale: int, seed: int, *, draw: int | No
     return DerivedPool(pool, fn, fn.key(), name=name or f"{pool.name} {suite.name} x{scale}", store=store)
 
 
+def degraded_pairs(hr: ImagePool, suite, scale: int, seed: int, draws: int,
+                   cache_dir: str | Path | None) -> list[tuple[ImagePool, ImagePool]]:
+    """(HR, LR) couples of ``hr`` (mod-cropped) degraded by ``suite``, one LR pool per draw,
+    made lazily and written once under ``cache_dir/derived`` (keyed by content): the
+    supervised pairs of the EDSR baselines and the warm starts."""
+    hr = mod_cropped(hr, scale)
+    store = Path(cache_dir) / "derived" if cache_dir else None
+    return [(hr, synthesized(hr, suite, scale, seed, draw=d, store=store)) for d in range(draws)]
+
+
 def mod_cropped(pool: ImagePool, scale: int) -> ImagePool:
     # a view of the base image (cached there), so no second cache: cache_bytes=0
     return DerivedPool(pool, _ModCrop(scale), f"modcrop:{scale}", name=pool.name, cache_bytes=0)
@@ -246,17 +256,19 @@ class TrainingPlan:
 
     # -- what one fit gets -----------------------------------------------
     def data_for(self, info: MethodInfo, scale: int, domain: str) -> TrainingData:
-        per_domain = info.fit_per == "domain"
-        key = (scale, domain if per_domain else "", info.needs_target_lr, info.upper_bound)
-        if key not in self._data:
-            self._data[key] = self._build(info, scale, domain if per_domain else "")
-        return self._data[key]
+        domain = domain if info.fit_per == "domain" else ""
+        return self._memo(info, scale, domain, info.needs_target_lr, info.upper_bound)
 
     def per_scale(self, scale: int) -> TrainingData:
         """What a method fitted per scale gets: the whole source pool, no target."""
-        key = (scale, "", False, False)
+        return self._memo(None, scale, "", False, False)
+
+    def _memo(self, info: MethodInfo | None, scale: int, domain: str, target: bool, bound: bool) -> TrainingData:
+        """One TrainingData per (scale, domain, gets target LR, upper bound): the fits that
+        share these share their pools (and the leakage audit reads each pool once)."""
+        key = (scale, domain, target, bound)
         if key not in self._data:
-            self._data[key] = self._build(None, scale, "")
+            self._data[key] = self._build(info, scale, domain)
         return self._data[key]
 
     def _build(self, info: MethodInfo | None, scale: int, domain: str) -> TrainingData:

@@ -560,7 +560,7 @@ class Runner:
             spec = self.spec
             with loop_options(LoopOptions(resume_dir=str(resume), save_every=spec.save_every, amp=spec.amp,
                                           channels_last=spec.channels_last, log=self.log)):
-                got = train_warm_start(warm, data, scale, folder, device=torch.device(self.device),
+                got = train_warm_start(warm, key, data, scale, folder, device=torch.device(self.device),
                                        cache_dir=str(self.cache), main=w.main)
             if w.main:
                 shutil.rmtree(resume, ignore_errors=True)

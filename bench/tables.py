@@ -277,18 +277,25 @@ def _rows(rec: pd.DataFrame, variants: Mapping) -> tuple[pd.DataFrame, dict[tupl
     return summary, per_image
 
 
-def objective(meta: Mapping | None, method: str) -> str:
-    """A row's training objective ("psnr", "perceptual"; "" classical), as stored with the variant,
-    else (stored before it was recorded) the installed method's."""
-    info = (meta or {}).get("info") or {}
-    if "objective" in info:
-        return str(info["objective"] or "")
-    from .adapter import BenchError, objective_of
+def _stored_info(meta: Mapping | None, method: str, field: str, installed: Callable[[str], object], default):
+    """A variant's stored ``info[field]``, else (stored before the field was recorded) what the
+    installed method says (``installed(method)``), else ``default`` (a method not installed here)."""
+    from .adapter import BenchError
 
+    info = (meta or {}).get("info") or {}
+    if field in info:
+        return info[field]
     try:
-        return objective_of(method)
+        return installed(method)
     except (BenchError, KeyError, ValueError):
-        return ""
+        return default
+
+
+def objective(meta: Mapping | None, method: str) -> str:
+    """A row's training objective ("psnr", "perceptual"; "" classical)."""
+    from .adapter import objective_of
+
+    return str(_stored_info(meta, method, "objective", objective_of, "") or "")
 
 
 def _with_intervals(summary: pd.DataFrame, per_image: Mapping, rs: Resampler) -> pd.DataFrame:
@@ -406,25 +413,10 @@ def upper_bounds(views: Views) -> set[str]:
 
 
 def _upper_bound_methods(variants: Mapping) -> set[str]:
-    out = set()
-    for meta in variants.values():
-        info = meta.get("info") or {}
-        if "upper_bound" in info:
-            flag = bool(info["upper_bound"])
-        else:  # stored before the flag existed: ask the method's current info, if it is installed
-            flag = _registered_upper_bound(meta["method"])
-        if flag:
-            out.add(meta["method"])
-    return out
+    from .adapter import REGISTRY
 
-
-def _registered_upper_bound(method: str) -> bool:
-    from .adapter import REGISTRY, BenchError
-
-    try:
-        return REGISTRY.get(method).info.upper_bound
-    except BenchError:
-        return False
+    return {meta["method"] for meta in variants.values()
+            if _stored_info(meta, meta["method"], "upper_bound", lambda m: REGISTRY.get(m).info.upper_bound, False)}
 
 
 _LATEX_SPECIAL = {

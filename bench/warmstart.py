@@ -90,11 +90,9 @@ def warm_budget(profile: str) -> Budget:
 def bicubic_pairs(data: TrainingData, scale: int, cache_dir: str | None) -> list[tuple]:
     """(HR, bicubic LR) of the source pool only: the one pair set a warm start sees."""
     from .degrade import get_suite
-    from .fitdata import mod_cropped, synthesized
+    from .fitdata import degraded_pairs
 
-    hr = mod_cropped(data.source_hr, scale)
-    store = Path(cache_dir) / "derived" if cache_dir else None
-    return [(hr, synthesized(hr, get_suite("bicubic"), scale, data.seed, draw=0, store=store))]
+    return degraded_pairs(data.source_hr, get_suite("bicubic"), scale, data.seed, 1, cache_dir)
 
 
 def train_on_pairs(net: nn.Module, pairs: list[tuple], scale: int, budget: Budget, *, seed: int, stream: str,
@@ -146,11 +144,11 @@ def cached(folder: Path, key: str) -> WarmFile | None:
     return None
 
 
-def train_warm_start(warm: WarmStart, data: TrainingData, scale: int, folder: Path, *, device: torch.device,
-                     cache_dir: str | None, main: bool = True) -> WarmFile:
+def train_warm_start(warm: WarmStart, key: str, data: TrainingData, scale: int, folder: Path, *,
+                     device: torch.device, cache_dir: str | None, main: bool = True) -> WarmFile:
     """Train ``warm`` on bicubic pairs of ``data``'s source pool and put it in ``folder``
-    atomically (a kill leaves no warm start or a whole one). ``main``: this process writes."""
-    key = warm.key(scale, data)
+    atomically (a kill leaves no warm start or a whole one). ``key``: the caller's
+    :meth:`WarmStart.key` (with its training switches). ``main``: this process writes."""
     net = warm.build().to(device)
     t0 = time.perf_counter()
     report = train_on_pairs(net, bicubic_pairs(data, scale, cache_dir), scale, warm.budget, seed=data.seed,

@@ -57,15 +57,12 @@ class EDSRTrained(Method):
         """(HR pool, LR pool) couples, made lazily: a real set's own train pairs where the
         data has them (the oracle on RealSR/DRealSR), else the source pool mod-cropped and
         degraded by :meth:`training_suite`, one LR pool per draw (noise suites draw several)."""
-        from bench.fitdata import mod_cropped, synthesized
+        from bench.fitdata import degraded_pairs
 
         if data.pairs is not None:
             return [data.pairs]
-        suite = self.training_suite(data)
-        hr = mod_cropped(data.source_hr, self.scale)
-        store = self.context.cache_dir and Path(self.context.cache_dir) / "derived"
-        return [(hr, synthesized(hr, suite, self.scale, data.seed, draw=d, store=store or None))
-                for d in range(self.pair_draws)]
+        return degraded_pairs(data.source_hr, self.training_suite(data), self.scale, data.seed, self.pair_draws,
+                              self.context.cache_dir)
 
     def warm_start(self) -> WarmStart:
         """The shared EDSR-baseline of this width trained on bicubic pairs of the source pool:
